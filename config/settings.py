@@ -1,0 +1,78 @@
+"""The one Settings class: environment, then `.env`, then defaults (CONTRACT.md, Configuration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from l2c.errors import ConfigError
+
+MAX_PAGE_SIZE = 5000  # Dataverse's cap on odata.maxpagesize
+MAX_CONCURRENCY = 52  # Dataverse's per-user concurrent request limit
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    dataverse_url: str | None = Field(default=None, validation_alias="DATAVERSE_URL")
+    azure_tenant_id: str | None = Field(default=None, validation_alias="AZURE_TENANT_ID")
+    azure_client_id: str | None = Field(default=None, validation_alias="AZURE_CLIENT_ID")
+    azure_client_secret: SecretStr | None = Field(default=None, validation_alias="AZURE_CLIENT_SECRET")
+    azure_client_certificate_path: Path | None = Field(
+        default=None, validation_alias="AZURE_CLIENT_CERTIFICATE_PATH"
+    )
+    azure_client_certificate_password: SecretStr | None = Field(
+        default=None, validation_alias="AZURE_CLIENT_CERTIFICATE_PASSWORD"
+    )
+    azure_authority_host: str = Field(
+        default="https://login.microsoftonline.com", validation_alias="AZURE_AUTHORITY_HOST"
+    )
+    ca_bundle: Path | None = Field(default=None, validation_alias="L2C_CA_BUNDLE")
+    data_dir: Path = Field(default=Path("data"), validation_alias="L2C_DATA_DIR")
+    since: str | None = Field(default=None, validation_alias="L2C_SINCE")
+    max_concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY, validation_alias="L2C_MAX_CONCURRENCY")
+    page_size: int = Field(default=MAX_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, validation_alias="L2C_PAGE_SIZE")
+    activity_map: Path = Field(default=Path("config/activities.toml"), validation_alias="L2C_ACTIVITY_MAP")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The one priority order: explicit arguments, process environment, .env, defaults.
+        return (init_settings, env_settings, dotenv_settings)
+
+    @field_validator("dataverse_url", "azure_authority_host")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None if value == "" else value
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"must be an https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return not self.dataverse_url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and `.env`, or ConfigError naming the variable (secrets masked)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "configuration"
+        raise ConfigError(
+            f"invalid setting {name}: {first['msg']}",
+            hint="fix it in the environment or .env (see README, Configuration)",
+        ) from None

@@ -1,0 +1,337 @@
+"""The emulated org's metadata: tables, columns, ColumnNumbers, choice labels, lookup targets.
+
+This is what `EntityDefinitions` and `.../Attributes` serve and what the simulator fills. Column names are
+the real Dynamics 365 Sales logical names; lookups are exposed in the Web API as `_<name>_value`
+([PD] webapi/web-api-types-operations.md, "Lookup properties"). ColumnNumber is what audit `attributemask`
+lists ([PD] auditing/retrieve-audit-data.md); the numbers here are stable for the life of the sandbox, as
+they are for one real org, but differ between orgs, so clients must read them from metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+# AttributeType values as EntityDefinitions(...)/Attributes returns them.
+LOOKUP_TYPES = frozenset({"Lookup", "Owner", "Customer"})
+CHOICE_TYPES = frozenset({"Picklist", "State", "Status"})
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # logical name (what metadata and attributemask use)
+    type: str  # AttributeType
+    number: int  # ColumnNumber
+    options: dict[int, str] | None = None  # choice labels (FormattedValue)
+    targets: tuple[str, ...] = ()  # lookup target tables
+    date_only: bool = False  # DateTime with Format=DateOnly
+    # DateTimeBehavior: "UserLocal" DateOnly columns are stored as the user's local midnight in UTC and
+    # read back as a full UTC timestamp (so a day can shift); "DateOnly" ones read back as YYYY-MM-DD.
+    behavior: str = "UserLocal"
+    audited: bool = True
+
+    @property
+    def api_name(self) -> str:
+        """The property name in Web API JSON and in `$select`."""
+        return f"_{self.name}_value" if self.type in LOOKUP_TYPES else self.name
+
+    @property
+    def is_lookup(self) -> bool:
+        return self.type in LOOKUP_TYPES
+
+
+@dataclass(frozen=True)
+class Table:
+    logical_name: str
+    entity_set: str
+    primary_id: str
+    primary_name: str | None
+    object_type_code: int
+    columns: tuple[Column, ...]
+    change_tracking: bool = True
+    audit: bool = True
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @cached_property
+    def by_name(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
+
+    @cached_property
+    def by_api_name(self) -> dict[str, Column]:
+        return {c.api_name: c for c in self.columns}
+
+    @cached_property
+    def by_number(self) -> dict[int, Column]:
+        return {c.number: c for c in self.columns}
+
+    def column(self, api_or_logical_name: str) -> Column | None:
+        return self.by_api_name.get(api_or_logical_name) or self.by_name.get(api_or_logical_name)
+
+
+# --- shared choice sets ---------------------------------------------------------------------------------
+
+LEAD_SOURCES = {
+    1: "Advertisement",
+    2: "Employee Referral",
+    3: "External Referral",
+    4: "Partner",
+    5: "Public Relations",
+    6: "Seminar",
+    7: "Trade Show",
+    8: "Web",
+    9: "Word of Mouth",
+    10: "Other",
+}
+SALES_STAGES = {0: "Qualify", 1: "Develop", 2: "Propose", 3: "Close"}
+PAYMENT_TERMS = {1: "Net 30", 2: "2% 10, Net 30", 3: "Net 45", 4: "Net 60"}
+# Customised option set (real orgs customise territorycode; the default has only "Default Value").
+TERRITORIES = {1: "North America", 2: "EMEA", 3: "APAC", 4: "LATAM"}
+INDUSTRIES = {
+    1: "Accounting",
+    6: "Business Services",
+    7: "Consulting",
+    12: "Financial",
+    17: "Manufacturing",
+    27: "Retail",
+    33: "Wholesale",
+}
+
+STATES = {
+    "lead": {0: "Open", 1: "Qualified", 2: "Disqualified"},
+    "opportunity": {0: "Open", 1: "Won", 2: "Lost"},
+    "quote": {0: "Draft", 1: "Active", 2: "Won", 3: "Closed"},
+    "salesorder": {0: "Active", 1: "Submitted", 2: "Canceled", 3: "Fulfilled", 4: "Invoiced"},
+    "invoice": {0: "Active", 2: "Paid", 3: "Canceled"},
+    "account": {0: "Active", 1: "Inactive"},
+}
+STATUSES = {
+    "lead": {
+        1: "New",
+        2: "Contacted",
+        3: "Qualified",
+        4: "Lost",
+        5: "Cannot Contact",
+        6: "No Longer Interested",
+        7: "Canceled",
+    },
+    "opportunity": {1: "In Progress", 2: "On Hold", 3: "Won", 4: "Canceled", 5: "Out-Sold"},
+    "quote": {1: "In Progress", 2: "In Progress", 3: "Open", 4: "Won", 5: "Lost", 6: "Canceled", 7: "Revised"},
+    "salesorder": {1: "New", 2: "Pending", 3: "In Progress", 4: "No Money", 100001: "Complete",
+                   100002: "Partial", 100003: "Invoiced"},
+    "invoice": {1: "New", 2: "Partially Shipped", 4: "Billed", 5: "Booked (applies to services)",
+                6: "Installed (applies to product based)", 100001: "Complete", 100002: "Partial",
+                100003: "Canceled"},
+    "account": {1: "Active", 2: "Inactive"},
+}
+# statuscode -> the statecode it belongs to (Dataverse rejects other pairs).
+STATUS_STATE = {
+    "lead": {1: 0, 2: 0, 3: 1, 4: 2, 5: 2, 6: 2, 7: 2},
+    "opportunity": {1: 0, 2: 0, 3: 1, 4: 2, 5: 2},
+    "quote": {1: 0, 2: 1, 3: 1, 4: 2, 5: 3, 6: 3, 7: 3},
+    "salesorder": {1: 0, 2: 0, 3: 1, 4: 2, 100001: 3, 100002: 3, 100003: 4},
+    "invoice": {1: 0, 2: 0, 4: 0, 5: 0, 6: 0, 100001: 2, 100002: 2, 100003: 3},
+    "account": {1: 0, 2: 1},
+}
+
+# audit.action ([PD] reference/entities/audit.md, action choices) and audit.operation.
+AUDIT_ACTIONS = {
+    0: "Unknown", 1: "Create", 2: "Update", 3: "Delete", 4: "Activate", 5: "Deactivate", 11: "Cascade",
+    12: "Merge", 13: "Assign", 14: "Share", 15: "Retrieve", 16: "Close", 17: "Cancel", 18: "Complete",
+    20: "Resolve", 21: "Reopen", 22: "Fulfill", 23: "Paid", 24: "Qualify", 25: "Disqualify", 26: "Submit",
+    27: "Reject", 28: "Approve", 29: "Invoice", 30: "Hold", 31: "Add Member", 32: "Remove Member",
+    33: "Associate Entities", 34: "Disassociate Entities", 35: "Add Members", 36: "Remove Members",
+    37: "Add Item", 38: "Remove Item", 39: "Add Substitute", 40: "Remove Substitute", 41: "Set State",
+    42: "Renew", 43: "Revise", 44: "Win", 45: "Lose", 46: "Internal Processing", 47: "Reschedule",
+    48: "Modify Share", 49: "Unshare", 50: "Book", 51: "Generate Quote From Opportunity",
+    52: "Add To Queue", 53: "Assign Role To Team", 54: "Remove Role From Team",
+    55: "Assign Role To User", 56: "Remove Role From User", 57: "Add Privileges to Role",
+    58: "Remove Privileges From Role", 59: "Replace Privileges In Role", 60: "Import Mappings",
+}
+AUDIT_OPERATIONS = {1: "Create", 2: "Update", 3: "Delete", 4: "Access", 5: "Upsert", 115: "Archive",
+                    116: "Retain", 117: "UnRetain", 118: "Restore"}
+
+
+def _state_cols(table: str, first: int) -> tuple[Column, Column]:
+    return (
+        Column("statecode", "State", first, options=STATES[table]),
+        Column("statuscode", "Status", first + 1, options=STATUSES[table]),
+    )
+
+
+def _system_cols(first: int) -> tuple[Column, ...]:
+    return (
+        Column("createdon", "DateTime", first),
+        Column("modifiedon", "DateTime", first + 1),
+        Column("createdby", "Lookup", first + 2, targets=("systemuser",)),
+        Column("modifiedby", "Lookup", first + 3, targets=("systemuser",)),
+        Column("ownerid", "Owner", first + 4, targets=("systemuser",)),
+        Column("versionnumber", "BigInt", first + 5, audited=False),
+    )
+
+
+def _currency(number: int) -> Column:
+    return Column("transactioncurrencyid", "Lookup", number, targets=("transactioncurrency",))
+
+
+TABLES: dict[str, Table] = {}
+
+
+def _add(table: Table) -> None:
+    numbers = [c.number for c in table.columns]
+    assert len(numbers) == len(set(numbers)), f"duplicate ColumnNumber in {table.logical_name}"
+    TABLES[table.logical_name] = table
+
+
+_add(Table("systemuser", "systemusers", "systemuserid", "fullname", 8, (
+    Column("systemuserid", "Uniqueidentifier", 1),
+    Column("fullname", "String", 2),
+    Column("firstname", "String", 3),
+    Column("lastname", "String", 4),
+    Column("internalemailaddress", "String", 5),
+    Column("title", "String", 6),
+    Column("isdisabled", "Boolean", 7),
+    Column("applicationid", "Uniqueidentifier", 8),
+    Column("businessunitid", "Lookup", 9, targets=("businessunit",)),
+    # Not a real systemuser column name clash: real orgs read the zone from usersettings; we keep it on the
+    # row so the simulator and tests can see why a UserLocal date shifted.
+    Column("address1_utcoffset", "Integer", 10),
+    Column("createdon", "DateTime", 30),
+    Column("modifiedon", "DateTime", 31),
+    Column("versionnumber", "BigInt", 35, audited=False),
+), audit=False))
+
+_add(Table("transactioncurrency", "transactioncurrencies", "transactioncurrencyid", "currencyname", 9105, (
+    Column("transactioncurrencyid", "Uniqueidentifier", 1),
+    Column("currencyname", "String", 2),
+    Column("isocurrencycode", "String", 3),
+    Column("currencysymbol", "String", 4),
+    Column("exchangerate", "Decimal", 5),
+    Column("createdon", "DateTime", 30),
+    Column("modifiedon", "DateTime", 31),
+    Column("versionnumber", "BigInt", 35, audited=False),
+), audit=False))
+
+_add(Table("account", "accounts", "accountid", "name", 1, (
+    Column("accountid", "Uniqueidentifier", 1),
+    Column("name", "String", 2),
+    Column("accountnumber", "String", 3),
+    Column("territorycode", "Picklist", 4, options=TERRITORIES),
+    Column("industrycode", "Picklist", 5, options=INDUSTRIES),
+    Column("numberofemployees", "Integer", 6),
+    Column("revenue", "Money", 7),
+    Column("address1_city", "String", 8),
+    Column("address1_country", "String", 9),
+    *_state_cols("account", 10),
+    _currency(12),
+    *_system_cols(30),
+)))
+
+_add(Table("lead", "leads", "leadid", "fullname", 4, (
+    Column("leadid", "Uniqueidentifier", 1),
+    Column("subject", "String", 2),
+    Column("fullname", "String", 3),
+    Column("firstname", "String", 4),
+    Column("lastname", "String", 5),
+    Column("companyname", "String", 6),
+    Column("emailaddress1", "String", 7),
+    Column("leadsourcecode", "Picklist", 8, options=LEAD_SOURCES),
+    *_state_cols("lead", 9),
+    Column("estimatedamount", "Money", 11),
+    _currency(12),
+    Column("parentaccountid", "Lookup", 13, targets=("account",)),
+    Column("qualifyingopportunityid", "Lookup", 14, targets=("opportunity",)),
+    Column("qualificationcomments", "Memo", 15),
+    *_system_cols(30),
+)))
+
+_add(Table("opportunity", "opportunities", "opportunityid", "name", 3, (
+    Column("opportunityid", "Uniqueidentifier", 1),
+    Column("name", "String", 2),
+    Column("customerid", "Customer", 3, targets=("account",)),
+    Column("parentaccountid", "Lookup", 4, targets=("account",)),
+    Column("originatingleadid", "Lookup", 5, targets=("lead",)),
+    *_state_cols("opportunity", 6),
+    Column("salesstage", "Picklist", 8, options=SALES_STAGES),
+    Column("stepname", "String", 9),
+    Column("estimatedvalue", "Money", 10),
+    Column("actualvalue", "Money", 11),
+    Column("estimatedclosedate", "DateTime", 12, date_only=True, behavior="UserLocal"),
+    Column("actualclosedate", "DateTime", 13, date_only=True, behavior="UserLocal"),
+    Column("closeprobability", "Integer", 14),
+    Column("discountpercentage", "Decimal", 15),
+    _currency(16),
+    *_system_cols(30),
+)))
+
+_add(Table("quote", "quotes", "quoteid", "name", 1084, (
+    Column("quoteid", "Uniqueidentifier", 1),
+    Column("name", "String", 2),
+    Column("quotenumber", "String", 3),
+    Column("revisionnumber", "Integer", 4),
+    Column("opportunityid", "Lookup", 5, targets=("opportunity",)),
+    Column("customerid", "Customer", 6, targets=("account",)),
+    *_state_cols("quote", 7),
+    Column("totallineitemamount", "Money", 9),
+    Column("discountpercentage", "Decimal", 10),
+    Column("discountamount", "Money", 11),
+    Column("totalamount", "Money", 12),
+    Column("effectivefrom", "DateTime", 13, date_only=True, behavior="DateOnly"),
+    Column("effectiveto", "DateTime", 14, date_only=True, behavior="DateOnly"),
+    Column("closedon", "DateTime", 15, date_only=True, behavior="DateOnly"),
+    _currency(16),
+    *_system_cols(30),
+)))
+
+_add(Table("salesorder", "salesorders", "salesorderid", "name", 1088, (
+    Column("salesorderid", "Uniqueidentifier", 1),
+    Column("name", "String", 2),
+    Column("ordernumber", "String", 3),
+    Column("opportunityid", "Lookup", 4, targets=("opportunity",)),
+    Column("quoteid", "Lookup", 5, targets=("quote",)),
+    Column("customerid", "Customer", 6, targets=("account",)),
+    *_state_cols("salesorder", 7),
+    Column("totalamount", "Money", 9),
+    Column("discountpercentage", "Decimal", 10),
+    Column("submitdate", "DateTime", 11),
+    Column("datefulfilled", "DateTime", 12),
+    _currency(13),
+    *_system_cols(30),
+)))
+
+_add(Table("invoice", "invoices", "invoiceid", "name", 1090, (
+    Column("invoiceid", "Uniqueidentifier", 1),
+    Column("name", "String", 2),
+    Column("invoicenumber", "String", 3),
+    Column("opportunityid", "Lookup", 4, targets=("opportunity",)),
+    Column("salesorderid", "Lookup", 5, targets=("salesorder",)),
+    Column("customerid", "Customer", 6, targets=("account",)),
+    *_state_cols("invoice", 7),
+    Column("totalamount", "Money", 9),
+    Column("paymenttermscode", "Picklist", 10, options=PAYMENT_TERMS),
+    Column("duedate", "DateTime", 11, date_only=True, behavior="DateOnly"),
+    Column("datedelivered", "DateTime", 12, date_only=True, behavior="DateOnly"),
+    _currency(13),
+    *_system_cols(30),
+)))
+
+_add(Table("audit", "audits", "auditid", None, 4567, (
+    Column("auditid", "Uniqueidentifier", 1),
+    Column("createdon", "DateTime", 2),
+    Column("operation", "Picklist", 3, options=AUDIT_OPERATIONS),
+    Column("action", "Picklist", 4, options=AUDIT_ACTIONS),
+    Column("objecttypecode", "EntityName", 5),
+    Column("objectid", "Lookup", 6, targets=("lead", "opportunity", "quote", "salesorder", "invoice",
+                                              "account", "systemuser")),
+    Column("userid", "Lookup", 7, targets=("systemuser",)),
+    Column("callinguserid", "Lookup", 8, targets=("systemuser",)),
+    Column("regardingobjectid", "Lookup", 9, targets=("lead", "opportunity", "quote", "salesorder",
+                                                       "invoice", "account")),
+    Column("attributemask", "Memo", 10),
+    Column("transactionid", "Uniqueidentifier", 11),
+    Column("useradditionalinfo", "String", 12),
+), change_tracking=False, audit=False))
+
+# Tables the simulator fills and the Web API serves as entity sets (audit last: it is derived).
+DATA_TABLES = ("systemuser", "transactioncurrency", "account", "lead", "opportunity", "quote", "salesorder",
+               "invoice")
+ENTITY_SETS = {t.entity_set: t for t in TABLES.values()}
