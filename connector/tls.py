@@ -1,0 +1,67 @@
+"""TLS trust for every connection l2c makes (MSAL's and the Web API's): system CAs plus L2C_CA_BUNDLE.
+
+requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a Session's `verify` (sessions.py,
+merge_environment_settings), and our machines set both; a trust setting that silently loses to the
+environment is no setting. So the adapter below builds its own SSLContext (verification required, hostname
+checked) and ignores any `verify` requests passes down, as `HTTPAdapter.build_connection_pool_key_attributes`
+documents for custom contexts. There is deliberately no way to turn verification off.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from l2c.errors import ConfigError
+
+
+def trust_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot read the CA bundle L2C_CA_BUNDLE={ca_bundle}: {exc}",
+                hint="point L2C_CA_BUNDLE at a PEM file of CA certificates",
+            ) from None
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class TrustingAdapter(HTTPAdapter):
+    """An HTTPAdapter whose trust is fixed at construction, whatever `verify` requests passes."""
+
+    def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
+        self._context = context
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, True, cert)
+        pool_kwargs.pop("ca_certs", None)
+        pool_kwargs.pop("ca_cert_dir", None)
+        pool_kwargs["ssl_context"] = self._context
+        pool_kwargs["cert_reqs"] = "CERT_REQUIRED"
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # Trust comes from self._context only; an environment CA bundle must not replace it.
+        super().cert_verify(conn, url, True, cert)
+
+
+def trusting_session(ca_bundle: Path | None, *, pool_size: int = 10) -> requests.Session:
+    session = requests.Session()
+    adapter = TrustingAdapter(trust_context(ca_bundle), pool_connections=pool_size, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    return session

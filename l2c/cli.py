@@ -1,0 +1,148 @@
+"""The `l2c` command: parses arguments, loads settings, runs one command, maps errors to exit codes.
+
+L2CError is caught here once and printed as one line (what, why, what to do); `--verbose` adds the
+traceback. Anything else is a bug: exit 1 with the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from l2c.errors import L2CError
+
+log = logging.getLogger("l2c")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from l2c import pipeline
+
+    return pipeline.run(args)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from l2c import pipeline
+
+    return pipeline.extract_only(args)
+
+
+def _not_yet(name: str, issue: int) -> Command:
+    def command(args: argparse.Namespace) -> int:
+        raise L2CError(f"`l2c {name}` is not available in this version", hint=f"it arrives with issue #{issue}")
+
+    return command
+
+
+def _sandbox_serve(args: argparse.Namespace) -> int:
+    from l2c import sandbox_cli
+
+    return sandbox_cli.serve(args)
+
+
+def _sandbox_advance(args: argparse.Namespace) -> int:
+    from l2c import sandbox_cli
+
+    return sandbox_cli.advance(args)
+
+
+def _sandbox_truth(args: argparse.Namespace) -> int:
+    from l2c import sandbox_cli
+
+    return sandbox_cli.truth(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="l2c",
+        description="Dataverse lead-to-cash connector: incremental extraction into a Parquet lake and a "
+        "process-mining event log (Parquet + DuckDB). Without DATAVERSE_URL it runs against the built-in "
+        "sandbox.",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="extract + transform + load (what `make extract` calls)").set_defaults(func=_run)
+    sub.add_parser("extract", help="incremental pull into the raw lake").set_defaults(func=_extract)
+    sub.add_parser("transform", help="build the event log from the lake").set_defaults(
+        func=_not_yet("transform", 11))
+    export = sub.add_parser("export", help="files for mining tools")
+    export.add_argument("--format", required=True, choices=["xes", "ocel2-sqlite", "ocel2-json", "csv"])
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=_not_yet("export", 12))
+    sub.add_parser("status", help="per table: last sync, rows, token age, last error").set_defaults(
+        func=_not_yet("status", 10))
+    sub.add_parser("doctor", help="check config, token, WhoAmI, privileges, change tracking").set_defaults(
+        func=_not_yet("doctor", 10))
+
+    sandbox = sub.add_parser("sandbox", help="the built-in Dataverse emulator")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True, metavar="SANDBOX_COMMAND")
+    serve = sandbox_sub.add_parser("serve", help="run the emulator standalone and print the export lines")
+    serve.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
+    serve.add_argument("--seed", type=int, default=None, help="org seed (default: the saved org's, else 42)")
+    serve.add_argument("--leads", type=int, default=None, help="org size in leads (default: saved, else 1000)")
+    serve.add_argument("--state-dir", default=None, help="where the org state and CA live "
+                       "(default: $L2C_DATA_DIR/sandbox)")
+    serve.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
+    serve.add_argument("--throttle", type=float, default=0.0, metavar="FRACTION",
+                       help="reject this fraction of Web API requests with 429 + Retry-After")
+    serve.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds of --throttle 429s")
+    serve.add_argument("--fail-503", type=float, default=0.0, metavar="FRACTION", help="answer 503 this often")
+    serve.add_argument("--drop", type=float, default=0.0, metavar="FRACTION", help="drop connections this often")
+    serve.add_argument("--truncate", type=float, default=0.0, metavar="FRACTION",
+                       help="truncate response bodies this often")
+    serve.add_argument("--request-limit", type=int, default=6000, help="requests per user per 300 s window")
+    serve.add_argument("--no-audit-read", action="store_true",
+                       help="withdraw prvReadAuditSummary and prvReadRecordAuditHistory (audit -> 403)")
+    serve.add_argument("--no-change-tracking", action="append", default=[], metavar="TABLE",
+                       help="turn change tracking off for a table (repeatable)")
+    serve.add_argument("--token-lifetime", type=int, default=3599, help="access token lifetime in seconds")
+    serve.add_argument("--certificate", action="store_true",
+                       help="print the certificate credential instead of the client secret")
+    serve.set_defaults(func=_sandbox_serve)
+
+    advance = sandbox_sub.add_parser("advance", help="move the simulated clock: new leads, state changes, "
+                                     "deletions")
+    advance.add_argument("--days", type=float, required=True)
+    advance.add_argument("--state-dir", default=None)
+    advance.set_defaults(func=_sandbox_advance)
+
+    truth = sandbox_sub.add_parser("truth", help="write the ground-truth event log of the sandbox org")
+    truth.add_argument("--out", required=True, help="output file (.parquet or .csv)")
+    truth.add_argument("--state-dir", default=None)
+    truth.set_defaults(func=_sandbox_truth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on usage errors, 0 for --help
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    for noisy in ("urllib3", "msal"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except L2CError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"l2c: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("l2c: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # a bug: say so, with the traceback
+        traceback.print_exc()
+        print("l2c: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""`POST $batch`: multipart/mixed GET requests answered in one multipart/mixed response.
+
+Format per [PD] webapi/execute-batch-operations-using-web-api.md: parts of Content-Type application/http,
+each an HTTP request line, headers, blank line; at most 1000 requests per batch. Service protection counts
+the batch as one request but its whole execution time ([PD] api-limits.md: "A batch can contain up to 1000
+operations and will avoid the number of requests limit. However, you will need to be prepared for the
+execution time limit."), which is why the outer request is the only one admitted.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from sandbox.odata import ODataError
+from sandbox.wire import Headers, Request, Response
+
+if TYPE_CHECKING:
+    from sandbox.webapi import WebApi
+
+BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+
+def parse_parts(body: bytes, boundary: str) -> list[bytes]:
+    delimiter = b"--" + boundary.encode()
+    chunks = body.split(delimiter)
+    parts = []
+    for chunk in chunks[1:]:
+        if chunk.startswith(b"--"):
+            break
+        parts.append(chunk.strip(b"\r\n"))
+    return parts
+
+
+def parse_inner(part: bytes, api_prefix: str) -> Request:
+    """An application/http part -> Request. Part headers come first, then the embedded request."""
+    text = part.replace(b"\r\n", b"\n").decode("utf-8")
+    _part_headers, _, embedded = text.partition("\n\n")
+    head, _, body = embedded.partition("\n\n")
+    lines = head.split("\n")
+    try:
+        method, target, _version = lines[0].split(" ", 2)
+    except ValueError:
+        raise ODataError(400, "0x80048d19", f"Invalid request line in batch part: '{lines[0]}'.") from None
+    headers = Headers([tuple(line.split(":", 1)) for line in lines[1:] if ":" in line])  # type: ignore[misc]
+    headers = Headers([(k.strip(), v.strip()) for k, v in headers.items()])
+    url = urlsplit(target)
+    path = url.path
+    if not path.startswith("/"):
+        path = api_prefix + path  # relative to the service root
+    return Request(method.upper(), path, url.query, headers, body.encode("utf-8"))
+
+
+def handle_batch(api: WebApi, request: Request, user: str) -> Response:
+    from sandbox.webapi import API_PREFIX, error_response
+
+    match = BOUNDARY.search(request.headers.get("Content-Type", ""))
+    if not match:
+        raise ODataError(400, "0x80048d19", "The batch request must have a 'Content-Type' header of "
+                         "'multipart/mixed' with a boundary.")
+    parts = parse_parts(request.body, match.group(1))
+    if len(parts) > api.options.max_batch:
+        raise ODataError(400, "0x8004d16c", f"The number of requests in the batch ({len(parts)}) exceeds the "
+                         f"limit of {api.options.max_batch}.")
+    out_boundary = f"batchresponse_{uuid.uuid4()}"
+    chunks: list[bytes] = []
+    for part in parts:
+        if b"multipart/mixed" in part.split(b"\r\n\r\n", 1)[0]:
+            raise ODataError(400, "0x80048d19", "Change sets are not supported: the sandbox org is read-only.")
+        try:
+            inner = parse_inner(part, API_PREFIX)
+            if inner.method != "GET":
+                raise ODataError(405, "0x80060888", "The sandbox org is read-only: only GET requests may be "
+                                 "batched.")
+            response = api.dispatch(inner, user)
+        except ODataError as exc:
+            response = error_response(exc.status, exc.code, exc.message)
+        chunks.append(_render_part(out_boundary, response))
+    body = b"".join(chunks) + f"--{out_boundary}--\r\n".encode()
+    api.stats_operations(len(parts))
+    return Response(200, [("Content-Type", f"multipart/mixed; boundary={out_boundary}")], body)
+
+
+def _render_part(boundary: str, response: Response) -> bytes:
+    head = [f"--{boundary}", "Content-Type: application/http", "Content-Transfer-Encoding: binary", "",
+            f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}"]
+    head += [f"{k}: {v}" for k, v in response.headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + response.body + b"\r\n"

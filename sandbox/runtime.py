@@ -1,0 +1,175 @@
+"""A running sandbox: the simulated org, its HTTPS server, the app registration l2c signs in with.
+
+The org is a pure function of (seed, leads, days advanced), so the only state kept on disk is that triple
+(`org.json` in the state directory) plus the CA certificate clients trust. `advance` re-simulates at the
+later clock and swaps the store whole, so requests in flight finish on a consistent org and versions
+issued before stay valid. `l2c run` without DATAVERSE_URL starts one of these in-process; `l2c sandbox
+serve` runs one standalone and prints the environment that points l2c at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from sandbox import entra, protection, server, tls
+from sandbox.app import SandboxApp
+from sandbox.orgdata import BASE_CLOCK, OrgData
+from sandbox.simulator import simulate
+from sandbox.store import Store
+from sandbox.webapi import WebApi, WebApiOptions
+
+STATE_FILE = "org.json"
+TENANT_ID = "7f3c1b2a-4d5e-4f60-8a9b-0c1d2e3f4a5b"
+CLIENT_ID = "2b7d9e4f-1a3c-4e5b-9d7f-6a8b0c2d4e6f"
+CERT_CLIENT_ID = "5c8e0f2a-3b4d-4c6e-8f0a-1b2c3d4e5f60"
+
+
+@dataclass
+class OrgState:
+    seed: int = 42
+    leads: int = 1000
+    days: float = 0.0
+
+    @property
+    def clock(self):  # noqa: ANN201 - a datetime
+        return BASE_CLOCK + timedelta(days=self.days)
+
+
+def load_state(state_dir: Path, default: OrgState) -> OrgState:
+    path = state_dir / STATE_FILE
+    if path.exists():
+        return OrgState(**json.loads(path.read_text()))
+    return default
+
+
+def save_state(state_dir: Path, state: OrgState) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(asdict(state)))
+    os.replace(tmp, state_dir / STATE_FILE)
+
+
+@dataclass
+class SandboxOptions:
+    port: int = 0
+    faults: server.Faults = field(default_factory=server.Faults)
+    limits: protection.Limits = field(default_factory=protection.Limits)
+    withdrawn_privileges: set[str] = field(default_factory=set)
+    change_tracking_off: set[str] = field(default_factory=set)
+    token_lifetime: int = 3599
+    expire_change_tracking_days: int = 7
+
+
+class Sandbox:
+    def __init__(self, state_dir: Path, state: OrgState, options: SandboxOptions | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.state = state
+        self.options = options or SandboxOptions()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.tls = tls.make_tls(self.state_dir)
+        self.client_secret = secrets.token_urlsafe(24)
+        self.certificate = tls.make_client_certificate(self.state_dir, password=None)
+        self._lock = threading.Lock()
+        self.org = self._simulate(state)
+        self.store = Store(self.org, change_tracking_off=self.options.change_tracking_off)
+        self.protection = protection.Protection(self.options.limits)
+        self.server: server.SandboxServer | None = None
+        self.entra: entra.Entra | None = None
+        self.webapi: WebApi | None = None
+
+    def _simulate(self, state: OrgState) -> OrgData:
+        started = time.perf_counter()
+        org = simulate(state.seed, state.leads, state.clock)
+        org.meta.expire_change_tracking_days = self.options.expire_change_tracking_days
+        org.stats["simulate_seconds"] = time.perf_counter() - started
+        return org
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None, "sandbox not started"
+        return self.server.url
+
+    def start(self) -> Sandbox:
+        self.server = server.SandboxServer(
+            self._app_placeholder, port=self.options.port, ssl_context=self.tls.server_context,
+            faults=self.options.faults,
+        )
+        self.server.start()
+        url = self.server.url
+        registry = entra.AppRegistry()
+        registry.add(entra.AppRegistration(
+            client_id=CLIENT_ID, tenant_id=TENANT_ID, secret=self.client_secret,
+            user_id=self.org.meta.app_user_id,
+        ))
+        registry.add(entra.AppRegistration(
+            client_id=CERT_CLIENT_ID, tenant_id=TENANT_ID, certificate=self.certificate.cert_pem,
+            user_id=self.org.meta.app_user_id,
+        ))
+        self.entra = entra.Entra(registry, issuer_base=url, token_lifetime=self.options.token_lifetime)
+        self.webapi = WebApi(
+            lambda: self.store,
+            WebApiOptions(org_url=url, withdrawn_privileges=self.options.withdrawn_privileges),
+            authenticate=self._authenticate,
+            protection=self.protection,
+        )
+        self.app = SandboxApp(self.entra, self.webapi, self)
+        self.server.app = self.app
+        return self
+
+    def _app_placeholder(self, request):  # noqa: ANN001, ANN202 - replaced in start()
+        raise RuntimeError("sandbox app not wired yet")
+
+    def _authenticate(self, request) -> str:  # noqa: ANN001
+        assert self.entra is not None
+        return self.entra.authenticate_api_request(request, resource=self.url)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def advance(self, days: float) -> OrgState:
+        """Move the clock forward: new leads arrive, open cases progress; delta tokens stay valid."""
+        if days <= 0:
+            raise ValueError("days must be positive")
+        with self._lock:
+            state = OrgState(self.state.seed, self.state.leads, self.state.days + days)
+            org = self._simulate(state)
+            self.store = Store(org, change_tracking_off=self.options.change_tracking_off)
+            self.org, self.state = org, state
+            save_state(self.state_dir, state)
+        return state
+
+    def env(self, *, certificate: bool = False) -> dict[str, str]:
+        """The environment that points l2c (or any MSAL + requests client) at this sandbox."""
+        values = {
+            "DATAVERSE_URL": self.url,
+            "AZURE_TENANT_ID": TENANT_ID,
+            "AZURE_AUTHORITY_HOST": self.url,
+            "L2C_CA_BUNDLE": str(self.tls.ca_path),
+        }
+        if certificate:
+            values["AZURE_CLIENT_ID"] = CERT_CLIENT_ID
+            values["AZURE_CLIENT_CERTIFICATE_PATH"] = str(self.certificate.bundle_path)
+        else:
+            values["AZURE_CLIENT_ID"] = CLIENT_ID
+            values["AZURE_CLIENT_SECRET"] = self.client_secret
+        return values
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())

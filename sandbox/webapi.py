@@ -1,0 +1,362 @@
+"""The Dataverse Web API emulator: `/api/data/v9.2/...` as a function of a Request.
+
+Routes: WhoAmI; EntityDefinitions (and .../Attributes); entity sets (collection, single row, `/$count`),
+with change tracking; `audits(<id>)/Microsoft.Dynamics.CRM.RetrieveAuditDetails`;
+`RetrieveRecordChangeHistory(Target=@target,PagingInfo=@paginginfo)`; `$batch`. Every request is
+authenticated (sandbox/entra.py) and admitted by service protection (sandbox/protection.py); errors are
+Dataverse's `{"error":{"code","message"}}`. The org is read-only: the sandbox's clock only moves through
+`advance` (sandbox/runtime.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import unquote
+
+from sandbox import odata, paging
+from sandbox.batch import handle_batch
+from sandbox.metadata import attribute_rows, entity_rows, metadata_table, query_metadata
+from sandbox.odata import ODataError
+from sandbox.schema import TABLES, Table
+from sandbox.store import Annotations, ServedTable, Store, render_detail_values, render_entity
+from sandbox.wire import Headers, Request, Response, json_response
+
+API_PREFIX = "/api/data/v9.2/"
+GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+ROW_PATH = re.compile(rf"^(?P<set>[a-z_]+)\((?P<id>{GUID})\)$")
+AUDIT_DETAILS = re.compile(rf"^audits\((?P<id>{GUID})\)/Microsoft\.Dynamics\.CRM\.RetrieveAuditDetails(\(\))?$")
+ENTITY_DEF = re.compile(r"^EntityDefinitions\((LogicalName='(?P<name>[a-z_]+)'|(?P<mid>" + GUID + r"))\)"
+                        r"(?P<attrs>/Attributes)?$")
+CHANGE_HISTORY = re.compile(r"^RetrieveRecordChangeHistory\((?P<args>[^)]*)\)$")
+TARGET = re.compile(rf"^(?P<set>[a-z_]+)\((?P<id>{GUID})\)$")
+
+# Privileges the sandbox can withdraw from the application user (flags on `l2c sandbox serve`).
+PRV_AUDIT_SUMMARY = "prvReadAuditSummary"
+PRV_RECORD_HISTORY = "prvReadRecordAuditHistory"
+PRIVILEGE_IDS = {PRV_AUDIT_SUMMARY: "b5f2ba4d-0f4f-4b41-bb63-9c7b1c24a7a1",
+                 PRV_RECORD_HISTORY: "d4a2bc2a-2d7f-4bc3-9d3c-7f3e2cbb4e0e"}
+
+
+@dataclass
+class WebApiOptions:
+    org_url: str  # e.g. https://127.0.0.1:8443 (what tokens must be issued for)
+    withdrawn_privileges: set[str] = field(default_factory=set)
+    max_batch: int = 1000
+
+
+class WebApi:
+    """Routes a Request to the store. `authenticate(request) -> user id` raises on a bad token."""
+
+    def __init__(self, store_ref: Callable[[], Store], options: WebApiOptions,
+                 authenticate: Callable[[Request], str], protection: Any) -> None:
+        self.store_ref = store_ref
+        self.options = options
+        self.authenticate = authenticate
+        self.protection = protection
+        self.counts: Counter[str] = Counter()  # requests per route kind, for tests and benchmarks
+        self._count_lock = threading.Lock()
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._count_lock:
+            self.counts[key] += n
+
+    def stats_operations(self, n: int) -> None:
+        self.count("batch_operations", n)
+
+    @property
+    def base(self) -> str:
+        return self.options.org_url.rstrip("/") + API_PREFIX.rstrip("/")
+
+    def __call__(self, request: Request) -> Response:
+        try:
+            user = self.authenticate(request)
+        except AuthRejected as exc:
+            return exc.response
+        return self.admitted(request, user)
+
+    def admitted(self, request: Request, user: str) -> Response:
+        self.count("requests")
+        try:
+            with self.protection.admit(user):
+                response = self.dispatch(request, user)
+        except odata_throttle_types() as exc:
+            self.count("throttled")
+            return exc.response  # type: ignore[attr-defined, no-any-return]
+        except ODataError as exc:
+            response = error_response(exc.status, exc.code, exc.message)
+        response.headers.extend(self.protection.headers(user))
+        store = self.store_ref()
+        response.headers.append(("Date", format_datetime(store.clock.astimezone(UTC), usegmt=True)))
+        response.headers.append(("OData-Version", "4.0"))
+        response.headers.append(("REQ_ID", str(uuid.uuid4())))
+        return response
+
+    # --- routing -----------------------------------------------------------------------------------------
+
+    def dispatch(self, request: Request, user: str) -> Response:
+        path = unquote(request.path[len(API_PREFIX):]) if request.path.startswith(API_PREFIX) else None
+        if path is None:
+            raise ODataError(404, "0x80060888", f"Resource not found for the segment '{request.path}'.")
+        self.count("route:" + re.split(r"[/(?]", path, maxsplit=1)[0])
+        if path == "$batch":
+            if request.method != "POST":
+                raise ODataError(405, "0x80060888", "The requested resource does not support http method "
+                                 f"'{request.method}'.")
+            return handle_batch(self, request, user)
+        if request.method != "GET":
+            raise ODataError(405, "0x80060888", "The sandbox org is read-only: only GET and POST $batch are "
+                             "emulated.")
+        store = self.store_ref()
+        params = request.query_params()
+        prefer = request.headers.get("Prefer")
+        if path == "WhoAmI" or path == "WhoAmI()":
+            return self._whoami(store)
+        if path == "EntityDefinitions":
+            return self._metadata(store, "EntityDefinitions", entity_rows(store), params, prefer)
+        match = ENTITY_DEF.match(path)
+        if match:
+            return self._entity_definition(store, match, params, prefer)
+        match = AUDIT_DETAILS.match(path)
+        if match:
+            return self._audit_details(store, match.group("id"), prefer)
+        match = CHANGE_HISTORY.match(path)
+        if match:
+            return self._change_history(store, params, prefer)
+        if path.endswith("/$count"):
+            served = store.table_for_set(path[: -len("/$count")])
+            self._check_read(served.table)
+            count = min(served.frame.height, 5000)
+            return Response(200, [("Content-Type", "text/plain")], str(count).encode())
+        match = ROW_PATH.match(path)
+        if match:
+            return self._single(store, match.group("set"), match.group("id"), params, prefer)
+        if "/" in path or "(" in path:
+            segment = path.split("/")[0].split("(")[0]
+            raise ODataError(404, "0x80060888", f"Resource not found for the segment '{segment}'.")
+        return self._collection(store, path, request, params, prefer)
+
+    def _check_read(self, table: Table) -> None:
+        if table.logical_name == "audit":
+            self._require(PRV_AUDIT_SUMMARY, table)
+
+    def _require(self, privilege: str, table: Table) -> None:
+        if privilege in self.options.withdrawn_privileges:
+            store = self.store_ref()
+            # Inferred from the real "Principal user ... is missing prv... privilege" texts (DATAVERSE.md).
+            raise ODataError(403, "0x80040220", (
+                f"Principal user (Id={store.org.meta.app_user_id}, type=8, roleCount=1, privilegeCount=412, "
+                f"accessMode=4), is missing {privilege} privilege (Id={PRIVILEGE_IDS[privilege]}) on "
+                f"OTC={table.object_type_code} for entity '{table.logical_name}'."
+            ))
+
+    # --- handlers ----------------------------------------------------------------------------------------
+
+    def _whoami(self, store: Store) -> Response:
+        meta = store.org.meta
+        return json_response(200, {
+            "@odata.context": f"{self.base}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
+            "BusinessUnitId": meta.business_unit_id,
+            "UserId": meta.app_user_id,
+            "OrganizationId": meta.organization_id,
+        })
+
+    def _metadata(self, store: Store, context: str, rows: list[dict[str, Any]],
+                  params: list[tuple[str, str]], prefer: str | None) -> Response:
+        kind = "attribute" if context.endswith("Attributes") else "entity"
+        value = query_metadata(metadata_table(kind), rows, params, prefer)
+        return json_response(200, {"@odata.context": f"{self.base}/$metadata#{context}", "value": value})
+
+    def _entity_definition(self, store: Store, match: re.Match[str], params: list[tuple[str, str]],
+                           prefer: str | None) -> Response:
+        rows = entity_rows(store)
+        name, mid = match.group("name"), match.group("mid")
+        found = [r for r in rows if (name and r["LogicalName"] == name) or (mid and r["MetadataId"] == mid)]
+        if not found:
+            raise ODataError(404, "0x80060888", f"Could not find entity with key '{name or mid}'.")
+        logical = found[0]["LogicalName"]
+        if match.group("attrs"):
+            context = f"EntityDefinitions('{logical}')/Attributes"
+            return self._metadata(store, context, attribute_rows(TABLES[logical]), params, prefer)
+        value = query_metadata(metadata_table("entity"), found, params, prefer)[0]
+        return json_response(200, {"@odata.context": f"{self.base}/$metadata#EntityDefinitions/$entity", **value})
+
+    def _single(self, store: Store, entity_set: str, key: str, params: list[tuple[str, str]],
+                prefer: str | None) -> Response:
+        served = store.table_for_set(entity_set)
+        self._check_read(served.table)
+        parsed = odata.parse_query(served.table, params, prefer)
+        row = store.row_by_id(served, key)
+        if row is None:
+            raise ODataError(404, "0x80040217",
+                             f"{served.table.logical_name} With Id = {key.lower()} Does Not Exist")
+        columns = self._columns(served.table, parsed.select)
+        body = {"@odata.context": f"{self.base}/$metadata#{entity_set}{self._select_suffix(parsed.select)}"
+                                  "/$entity",
+                **render_entity(store, served.table, row, columns, self._annotations(parsed))}
+        return json_response(200, body, self._applied(parsed))
+
+    def _collection(self, store: Store, entity_set: str, request: Request, params: list[tuple[str, str]],
+                    prefer: str | None) -> Response:
+        served = store.table_for_set(entity_set)
+        table = served.table
+        self._check_read(table)
+        parsed = odata.parse_query(table, params, prefer)
+        columns = self._columns(table, parsed.select)
+        ann = self._annotations(parsed)
+        context = f"{self.base}/$metadata#{entity_set}{self._select_suffix(parsed.select)}"
+        if parsed.deltatoken is not None:
+            return self._delta(store, served, request, parsed, columns, ann, context)
+        if parsed.track_changes:
+            store.check_tracking(table)
+        page, next_token, total = store.query(
+            served, filter_expr=parsed.filter, orderby=parsed.orderby, page_size=parsed.page_size,
+            skiptoken=parsed.skiptoken, top=None if parsed.page_size_requested else parsed.top,
+            count=parsed.count, istracking=parsed.track_changes,
+        )
+        body: dict[str, Any] = {"@odata.context": context}
+        if table.logical_name == "audit" and ann.formatted:
+            body["@Microsoft.Dynamics.CRM.totalrecordcount"] = -1
+            body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] = False
+        if total is not None:
+            body["@odata.count"] = total
+        body["value"] = [render_entity(store, table, row, columns, ann) for row in page.iter_rows(named=True)]
+        if next_token is not None:
+            body["@odata.nextLink"] = paging.next_link(self.base + "/" + entity_set, request.query, next_token)
+        elif parsed.track_changes:
+            # The initial sync's token is the version current when it ends; rows changed while it paged
+            # come again in the first delta.
+            token = paging.encode_deltatoken(store.delta_version(), store.clock)
+            body["@odata.deltaLink"] = paging.delta_link(self.base + "/" + entity_set, request.query, token)
+        return json_response(200, body, self._applied(parsed))
+
+    def _delta(self, store: Store, served: ServedTable, request: Request, parsed: odata.ParsedQuery,
+               columns: list[Any], ann: Annotations, context: str) -> Response:
+        store.check_tracking(served.table)
+        version, issued = paging.decode_deltatoken(parsed.deltatoken or "")
+        store.check_delta_token(version, issued)
+        after = None
+        if parsed.skiptoken:
+            cookie = paging.decode_skiptoken(parsed.skiptoken)
+            after = paging.delta_position(cookie)
+        rows, deletions, more = store.delta(served, version, parsed.page_size, after)
+        value: list[dict[str, Any]] = [render_entity(store, served.table, row, columns, ann)
+                                       for row in rows.iter_rows(named=True)] if rows.height else []
+        entity_set = served.table.entity_set
+        for gone in deletions:
+            value.append({"@odata.context": f"{self.base}/$metadata#{entity_set}/$deletedEntity",
+                          "id": gone["id"], "reason": "deleted"})
+        body: dict[str, Any] = {"@odata.context": f"{context}/$delta", "value": value}
+        if more is not None:
+            token = paging.encode_delta_skiptoken(*more)
+            body["@odata.nextLink"] = paging.next_link(self.base + "/" + entity_set, request.query, token)
+        else:
+            token = paging.encode_deltatoken(store.delta_version(), store.clock)
+            body["@odata.deltaLink"] = paging.delta_link(self.base + "/" + entity_set, request.query, token)
+        return json_response(200, body, self._applied(parsed))
+
+    def _audit_details(self, store: Store, auditid: str, prefer: str | None) -> Response:
+        audit_table = TABLES["audit"]
+        self._require(PRV_RECORD_HISTORY, audit_table)
+        row = store.audit_row(auditid)
+        if row is None:
+            raise ODataError(404, "0x80040217", f"audit With Id = {auditid.lower()} Does Not Exist")
+        ann = self._annotations(odata.parse_query(audit_table, [], prefer))
+        return json_response(200, {
+            "@odata.context": f"{self.base}/$metadata#Microsoft.Dynamics.CRM.RetrieveAuditDetailsResponse",
+            "AuditDetail": self._detail(store, row, ann),
+        })
+
+    def _detail(self, store: Store, row: dict[str, Any], ann: Annotations) -> dict[str, Any]:
+        table = TABLES[row["objecttypecode"]]
+        return {
+            "@odata.type": "#Microsoft.Dynamics.CRM.AttributeAuditDetail",
+            "InvalidNewValueAttributes": [],
+            "LocLabelLanguageCode": 0,
+            "DeletedAttributes": {"Count": 0, "Keys": [], "Values": []},
+            "OldValue": render_detail_values(store, table, row["_old"], ann),
+            "NewValue": render_detail_values(store, table, row["_new"], ann),
+        }
+
+    def _change_history(self, store: Store, params: list[tuple[str, str]], prefer: str | None) -> Response:
+        self._require(PRV_RECORD_HISTORY, TABLES["audit"])
+        aliases = dict(params)
+        try:
+            target = json.loads(aliases.get("@target", "")).get("@odata.id", "")
+            info = json.loads(aliases.get("@paginginfo", "") or "{}")
+        except (ValueError, AttributeError):
+            raise ODataError(400, "0x0", "Invalid JSON in the @target or @paginginfo parameter alias.") from None
+        match = TARGET.match(target.strip().split("/")[-1])
+        if not match:
+            raise ODataError(400, "0x0", f"Invalid Target '{target}': expected '<entityset>(<id>)'.")
+        served = store.table_for_set(match.group("set"))
+        audits = store.record_audits(served.table.logical_name, match.group("id"))
+        count = int(info.get("Count", 50) or 50)
+        page_number = int(info.get("PageNumber", 1) or 1)
+        cookie = info.get("PagingCookie")
+        start = paging.decode_history_cookie(cookie) if cookie else (page_number - 1) * count
+        chunk = audits.slice(start, count)
+        ann = self._annotations(odata.parse_query(TABLES["audit"], [], prefer))
+        more = start + chunk.height < audits.height
+        collection: dict[str, Any] = {
+            "MoreRecords": more,
+            "PagingCookie": paging.encode_history_cookie(page_number, start + chunk.height),
+            "TotalRecordCount": audits.height if info.get("ReturnTotalRecordCount") else -1,
+            # The Web API's AttributeAuditDetail carries no AuditRecord (no time, no user):
+            # [PD] auditing/retrieve-audit-data.md, note under RetrieveAttributeChangeHistory.
+            "AuditDetails": [self._detail(store, row, ann) for row in chunk.iter_rows(named=True)],
+        }
+        return json_response(200, {
+            "@odata.context": f"{self.base}/$metadata#Microsoft.Dynamics.CRM.RetrieveRecordChangeHistoryResponse",
+            "AuditDetailCollection": collection,
+        })
+
+    # --- helpers -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _columns(table: Table, select: list[str] | None) -> list[Any]:
+        if not select:
+            return [c for c in table.columns]
+        chosen = [table.by_api_name[name] for name in select]
+        pk = table.by_name[table.primary_id]
+        return chosen if pk in chosen else [*chosen, pk]  # the key always comes back
+
+    @staticmethod
+    def _select_suffix(select: list[str] | None) -> str:
+        return f"({','.join(select)})" if select else ""
+
+    @staticmethod
+    def _annotations(parsed: odata.ParsedQuery) -> Annotations:
+        return Annotations(formatted=parsed.formatted_values, lookup=parsed.lookup_annotations)
+
+    @staticmethod
+    def _applied(parsed: odata.ParsedQuery) -> list[tuple[str, str]]:
+        return [("Preference-Applied", value) for value in parsed.preference_applied]
+
+
+class AuthRejected(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__("rejected")
+        self.response = response
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    return json_response(status, {"error": {"code": code, "message": message}},
+                         content_type="application/json; charset=utf-8")
+
+
+def odata_throttle_types() -> tuple[type[BaseException], ...]:
+    from sandbox.protection import Throttled
+
+    return (Throttled,)
+
+
+__all__ = ["WebApi", "WebApiOptions", "AuthRejected", "error_response", "Headers"]
