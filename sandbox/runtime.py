@@ -62,6 +62,8 @@ class SandboxOptions:
     port: int = 0
     faults: server.Faults = field(default_factory=server.Faults)
     limits: protection.Limits = field(default_factory=protection.Limits)
+    throttle_fraction: float = 0.0  # reject this share of Web API requests with 429 (client tests)
+    throttle_retry_after: int = 1
     withdrawn_privileges: set[str] = field(default_factory=set)
     change_tracking_off: set[str] = field(default_factory=set)
     token_lifetime: int = 3599
@@ -80,7 +82,10 @@ class Sandbox:
         self._lock = threading.Lock()
         self.org = self._simulate(state)
         self.store = Store(self.org, change_tracking_off=self.options.change_tracking_off)
-        self.protection = protection.Protection(self.options.limits)
+        self.protection = protection.Protection(
+            self.options.limits, throttle_fraction=self.options.throttle_fraction,
+            throttle_retry_after=self.options.throttle_retry_after,
+        )
         self.server: server.SandboxServer | None = None
         self.entra: entra.Entra | None = None
         self.webapi: WebApi | None = None
@@ -113,7 +118,7 @@ class Sandbox:
             client_id=CERT_CLIENT_ID, tenant_id=TENANT_ID, certificate=self.certificate.cert_pem,
             user_id=self.org.meta.app_user_id,
         ))
-        self.entra = entra.Entra(registry, issuer_base=url, token_lifetime=self.options.token_lifetime)
+        self.entra = entra.Entra(registry, tenant_id=TENANT_ID, base_url=url, token_lifetime=self.options.token_lifetime)
         self.webapi = WebApi(
             lambda: self.store,
             WebApiOptions(org_url=url, withdrawn_privileges=self.options.withdrawn_privileges),

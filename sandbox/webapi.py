@@ -24,11 +24,13 @@ from urllib.parse import unquote
 
 from sandbox import odata, paging
 from sandbox.batch import handle_batch
+from sandbox.entra import InvalidToken
 from sandbox.metadata import attribute_rows, entity_rows, metadata_table, query_metadata
 from sandbox.odata import ODataError
+from sandbox.protection import Throttled
 from sandbox.schema import TABLES, Table
 from sandbox.store import Annotations, ServedTable, Store, render_detail_values, render_entity
-from sandbox.wire import Headers, Request, Response, json_response
+from sandbox.wire import Request, Response, json_response
 
 API_PREFIX = "/api/data/v9.2/"
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -79,7 +81,7 @@ class WebApi:
     def __call__(self, request: Request) -> Response:
         try:
             user = self.authenticate(request)
-        except AuthRejected as exc:
+        except InvalidToken as exc:
             return exc.response
         return self.admitted(request, user)
 
@@ -88,9 +90,9 @@ class WebApi:
         try:
             with self.protection.admit(user):
                 response = self.dispatch(request, user)
-        except odata_throttle_types() as exc:
+        except Throttled as exc:
             self.count("throttled")
-            return exc.response  # type: ignore[attr-defined, no-any-return]
+            return exc.response
         except ODataError as exc:
             response = error_response(exc.status, exc.code, exc.message)
         response.headers.extend(self.protection.headers(user))
@@ -342,21 +344,8 @@ class WebApi:
         return [("Preference-Applied", value) for value in parsed.preference_applied]
 
 
-class AuthRejected(Exception):
-    def __init__(self, response: Response) -> None:
-        super().__init__("rejected")
-        self.response = response
-
-
 def error_response(status: int, code: str, message: str) -> Response:
     return json_response(status, {"error": {"code": code, "message": message}},
                          content_type="application/json; charset=utf-8")
 
 
-def odata_throttle_types() -> tuple[type[BaseException], ...]:
-    from sandbox.protection import Throttled
-
-    return (Throttled,)
-
-
-__all__ = ["WebApi", "WebApiOptions", "AuthRejected", "error_response", "Headers"]
