@@ -57,7 +57,7 @@ def status_error(response: requests.Response) -> L2CError:
         code, message = error.get("code", ""), error.get("message", message)
     except ValueError:
         pass
-    context = {"status": response.status_code, "code": code or None,
+    context: dict[str, Any] = {"status": response.status_code, "code": code or None,
                "request_id": response.headers.get("REQ_ID") or response.headers.get("x-ms-service-request-id")}
     if response.status_code == 401:
         return AuthError(f"Dataverse rejected the access token: {message}",

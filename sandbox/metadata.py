@@ -122,14 +122,10 @@ def query_metadata(table: Table, rows: list[dict[str, Any]], params: list[tuple[
     parsed = odata.parse_query(table, params, prefer)
     keep = list(range(len(rows)))
     if parsed.filter is not None:
-        flat = pl.DataFrame(
-            [{c.name: (r.get(c.name)["Value"] if isinstance(r.get(c.name), dict) else
-                       (None if isinstance(r.get(c.name), list) else r.get(c.name)))
-              for c in table.columns} for r in rows],
-            schema={c.name: (pl.Boolean if c.type == "Boolean" else pl.Int32 if c.type == "Integer" else pl.Utf8)
-                    for c in table.columns},
-        ).with_row_index("__i")
-        keep = flat.filter(parsed.filter).get_column("__i").to_list()
+        dtypes = {c.name: (pl.Boolean if c.type == "Boolean" else pl.Int32 if c.type == "Integer" else pl.Utf8)
+                  for c in table.columns}
+        flat = pl.DataFrame([{name: _scalar(row.get(name)) for name in dtypes} for row in rows], schema=dtypes)
+        keep = flat.with_row_index("__i").filter(parsed.filter).get_column("__i").to_list()
     out = []
     for i in keep:
         row = rows[i]
@@ -137,3 +133,10 @@ def query_metadata(table: Table, rows: list[dict[str, Any]], params: list[tuple[
             row = {k: v for k, v in row.items() if k in parsed.select or k in ("@odata.type", "MetadataId")}
         out.append(row)
     return out
+
+
+def _scalar(value: Any) -> Any:
+    """Managed properties filter on their Value; list-valued properties are not filterable here."""
+    if isinstance(value, dict):
+        return value.get("Value")
+    return None if isinstance(value, list) else value

@@ -118,7 +118,8 @@ class Sandbox:
             client_id=CERT_CLIENT_ID, tenant_id=TENANT_ID, certificate=self.certificate.cert_pem,
             user_id=self.org.meta.app_user_id,
         ))
-        self.entra = entra.Entra(registry, tenant_id=TENANT_ID, base_url=url, token_lifetime=self.options.token_lifetime)
+        self.entra = entra.Entra(registry, tenant_id=TENANT_ID, base_url=url,
+                                 token_lifetime=self.options.token_lifetime)
         self.webapi = WebApi(
             lambda: self.store,
             WebApiOptions(org_url=url, withdrawn_privileges=self.options.withdrawn_privileges),

@@ -274,7 +274,7 @@ class SandboxServer:
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="l2c-sandbox", daemon=True
         )
         self._thread.start()
-        log.info("sandbox listening on %s", self.url)
+        log.debug("sandbox listening on %s", self.url)
         return self
 
     def stop(self) -> None:

@@ -28,7 +28,6 @@ from sandbox.schema import CHOICE_TYPES, ENTITY_SETS, TABLES, Column, Table
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 LOOKUP_LOGICAL = "Microsoft.Dynamics.CRM.lookuplogicalname"
 NAV_PROPERTY = "Microsoft.Dynamics.CRM.associatednavigationproperty"
-PK_KEY = "__pk_key"
 
 # Error texts of the change tracking paths (DATAVERSE.md, "Change tracking").
 CT_DISABLED = "0x80072491"
@@ -47,19 +46,15 @@ class ServedTable:
 
     def __init__(self, table: Table, frame: pl.DataFrame) -> None:
         self.table = table
-        pk = table.primary_id
-        self.frame = frame.with_columns(paging.sqlserver_guid_key(pl.col(pk)).alias(PK_KEY)).sort(PK_KEY)
+        self.frame = paging.sort_frame(frame, table, ())
         self._orders: dict[tuple[tuple[str, bool], ...], pl.DataFrame] = {(): self.frame}
         self._lock = threading.Lock()
 
-    def ordered(self, orderby: list[tuple[str, bool]]) -> pl.DataFrame:
+    def ordered(self, orderby: list[tuple[str, bool]] | tuple[tuple[str, bool], ...]) -> pl.DataFrame:
         key = tuple(orderby)
         with self._lock:
             if key not in self._orders:
-                cols = [name for name, _ in orderby] + [PK_KEY]
-                desc = [d for _, d in orderby] + [False]
-                # SQL Server sorts NULLs first ascending and last descending.
-                self._orders[key] = self.frame.sort(cols, descending=desc, nulls_last=desc)
+                self._orders[key] = paging.sort_frame(self.frame, self.table, key)
             return self._orders[key]
 
 
@@ -108,32 +103,24 @@ class Store:
 
     # --- queries -----------------------------------------------------------------------------------------
 
-    def query(self, served: ServedTable, *, filter_expr: pl.Expr | None, orderby: list[tuple[str, bool]],
-              page_size: int, skiptoken: str | None, top: int | None, count: bool,
-              istracking: bool = False) -> tuple[pl.DataFrame, str | None, int | None]:
+    def query(self, served: ServedTable, *, filter_expr: pl.Expr | None,
+              orderby: tuple[tuple[str, bool], ...], page_size: int, skiptoken: str | None, top: int | None,
+              count: bool, istracking: bool = False) -> tuple[pl.DataFrame, str | None, int | None]:
         frame = served.ordered(orderby)
         if filter_expr is not None:
             frame = frame.filter(filter_expr)
         total = min(frame.height, 5000) if count else None
-        page_number = 1
+        next_page = 2  # the first nextLink asks for page 2 ([PD] webapi/query/page-results.md)
         if skiptoken:
             cookie = paging.decode_skiptoken(skiptoken)
-            page_number = cookie.page_number + 1
-            frame = frame.filter(paging.after_cookie(cookie, orderby, served.table.primary_id, PK_KEY))
+            next_page = cookie.page_number + 1
+            frame = frame.filter(paging.keyset_predicate(served.table, orderby, cookie))
         limit = page_size if top is None else min(top, page_size)
         window = frame.head(limit + 1)
         page = window.head(limit)
         next_token = None
         if window.height > limit and (top is None or top > limit):
-            first, last = page.row(0, named=True), page.row(page.height - 1, named=True)
-            next_token = paging.encode_skiptoken(
-                page_number=page_number,
-                primary_key=served.table.primary_id,
-                last_row=last,
-                first_row=first,
-                order_columns=[name for name, _ in orderby],
-                istracking=istracking,
-            )
+            next_token = paging.page_skiptoken(served.table, orderby, next_page, page, istracking)
         return page, next_token, total
 
     # --- change tracking ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import re
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import format_datetime
@@ -324,7 +324,7 @@ class WebApi:
     # --- helpers -----------------------------------------------------------------------------------------
 
     @staticmethod
-    def _columns(table: Table, select: list[str] | None) -> list[Any]:
+    def _columns(table: Table, select: Sequence[str] | None) -> list[Any]:
         if not select:
             return [c for c in table.columns]
         chosen = [table.by_api_name[name] for name in select]
@@ -332,7 +332,7 @@ class WebApi:
         return chosen if pk in chosen else [*chosen, pk]  # the key always comes back
 
     @staticmethod
-    def _select_suffix(select: list[str] | None) -> str:
+    def _select_suffix(select: Sequence[str] | None) -> str:
         return f"({','.join(select)})" if select else ""
 
     @staticmethod
