@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY, validation_alias="L2C_MAX_CONCURRENCY")
     page_size: int = Field(default=MAX_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, validation_alias="L2C_PAGE_SIZE")
     activity_map: Path = Field(default=Path("config/activities.toml"), validation_alias="L2C_ACTIVITY_MAP")
+    tables_file: Path | None = Field(default=None, validation_alias="L2C_TABLES")  # default: config/tables.toml
     # The built-in sandbox's org when DATAVERSE_URL is unset (its clock moves with `l2c sandbox advance`).
     sandbox_seed: int = Field(default=42, validation_alias="L2C_SANDBOX_SEED")
     sandbox_leads: int = Field(default=1000, ge=100, validation_alias="L2C_SANDBOX_LEADS")

@@ -5,7 +5,10 @@
     ├── AuthError                 exit 3  the credential or app registration is wrong
     │   └── PermissionDenied      exit 3  authenticated, but a privilege is missing
     ├── SourceUnavailable         exit 4  Dataverse kept failing after every retry
-    └── RunLocked                 exit 5  another run holds the data directory
+    ├── RunLocked                 exit 5  another run holds the data directory
+    └── RequestRejected           exit 1  Dataverse refused one request (4xx with an error code); callers
+                                          that know the code (change tracking off, expired delta token)
+                                          handle it, anything else is reported with the code
 
 Foreign exceptions (requests, MSAL) become these only in connector/http.py and connector/auth.py.
 The CLI catches L2CError once and prints `str(err)`: one line saying what, why and what to do.
@@ -49,3 +52,12 @@ class SourceUnavailable(L2CError):
 
 class RunLocked(L2CError):
     exit_code = 5
+
+
+class RequestRejected(L2CError):
+    """A 4xx answer other than 401/403/429, with Dataverse's error code (`0x...`)."""
+
+    def __init__(self, message: str, *, status: int, code: str = "", hint: str = "", **context: object) -> None:
+        super().__init__(message, hint=hint, status=status, code=code or None, **context)
+        self.status = status
+        self.code = code

@@ -1,20 +1,17 @@
 """Orchestration of a run: resolve where Dataverse is (a real org or the in-process sandbox), then
-extract -> transform -> load. At this stage the extract step signs in, checks WhoAmI and lists the rows of
-every table by following `@odata.nextLink` (the full connector is issue #10, transforms issue #11).
+extract -> transform -> load. The transform and load steps arrive with issue #11.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import time
+import sys
 from collections.abc import Iterator
 
 from config.settings import Settings, load_settings
-from connector.http import DataverseClient
-
-TABLES = ("systemusers", "transactioncurrencies", "accounts", "leads", "opportunities", "quotes", "salesorders",
-          "invoices", "audits")
+from connector.extract import ExtractResult, extract
+from l2c.progress import RunProgress
 
 
 @contextlib.contextmanager
@@ -29,29 +26,23 @@ def resolved(settings: Settings) -> Iterator[Settings]:
         yield settings
 
 
-def list_rows(settings: Settings) -> dict[str, int]:
-    client = DataverseClient(settings)
-    who = client.get_json("WhoAmI")
-    print(f"signed in as application user {who['UserId']} (organization {who['OrganizationId']})", flush=True)
-    counts: dict[str, int] = {}
-    for entity_set in TABLES:
-        started, rows, pages = time.perf_counter(), 0, 0
-        url: str | None = entity_set
-        prefer = [f"odata.maxpagesize={settings.page_size}"]
-        while url:
-            body = client.get_json(url, prefer=prefer)
-            rows += len(body["value"])
-            pages += 1
-            url = body.get("@odata.nextLink")  # followed untouched
-        counts[entity_set] = rows
-        print(f"{entity_set}: {rows} rows in {pages} pages ({time.perf_counter() - started:.1f}s)", flush=True)
-    return counts
+def summary(result: ExtractResult) -> str:
+    rows = sum(r.rows for r in result.tables.values()) + (result.audit.rows if result.audit else 0)
+    total = result.requests.get("total", {})
+    line = (f"extract {result.run_id}: {rows} rows, {total.get('requests', 0)} requests, "
+            f"{total.get('retries', 0)} retries, {total.get('throttled', 0)} throttled, {result.seconds:.1f}s")
+    return line
 
 
 def extract_only(args: argparse.Namespace) -> int:
-    with resolved(load_settings()) as settings:
-        list_rows(settings)
-    return 0
+    with resolved(load_settings()) as settings, RunProgress() as progress:
+        result = extract(settings, progress=progress)
+    print(summary(result), flush=True)
+    for note in result.notes:
+        print(f"note: {note}", flush=True)
+    for name, error in result.errors.items():
+        print(f"l2c: error: {name}: {error}", file=sys.stderr, flush=True)
+    return result.exit_code
 
 
 def run(args: argparse.Namespace) -> int:

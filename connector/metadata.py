@@ -1,0 +1,150 @@
+"""The org's metadata for the declared tables: entity set, primary key, change tracking, audit, columns.
+
+Read from `EntityDefinitions` and `EntityDefinitions(LogicalName='x')/Attributes` once, then cached in the
+state directory for a day (and whenever the declarations change) so a no-change run costs no metadata
+requests. Every declared table and column is checked here, before any data is read: a name the org does
+not have is a ConfigError that names the table, the column, and the file to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from config.tables import TableConfig, TablesConfig
+from connector.odata import Client, literal
+from l2c.errors import ConfigError
+
+CACHE_FILE = "metadata.json"
+CACHE_TTL = timedelta(hours=24)
+LOOKUP_TYPES = {"Lookup", "Owner", "Customer"}
+ENTITY_FIELDS = "LogicalName,EntitySetName,PrimaryIdAttribute,ObjectTypeCode,ChangeTrackingEnabled,IsAuditEnabled"
+ATTRIBUTE_FIELDS = "LogicalName,ColumnNumber,AttributeType,Format,DateTimeBehavior,IsAuditEnabled"
+
+
+@dataclass
+class TableMeta:
+    logical_name: str
+    entity_set: str
+    primary_id: str
+    change_tracking: bool
+    audit_enabled: bool
+    attributes: list[dict[str, Any]]
+
+    def attribute(self, logical_name: str) -> dict[str, Any] | None:
+        return next((a for a in self.attributes if a["LogicalName"] == logical_name), None)
+
+    def api_name(self, logical_name: str) -> str:
+        attribute = self.attribute(logical_name)
+        is_lookup = attribute is not None and attribute.get("AttributeType") in LOOKUP_TYPES
+        return f"_{logical_name}_value" if is_lookup else logical_name
+
+    def column_numbers(self, logical_names: list[str]) -> dict[int, str]:
+        """ColumnNumber -> logical name, to read audit attributemask values."""
+        out = {}
+        for name in logical_names:
+            attribute = self.attribute(name)
+            if attribute is not None and attribute.get("ColumnNumber") is not None:
+                out[int(attribute["ColumnNumber"])] = name
+        return out
+
+
+def _fingerprint(tables: TablesConfig) -> str:
+    return hashlib.sha256(tables.model_dump_json().encode()).hexdigest()[:16]
+
+
+def load(client: Client, tables: TablesConfig, state_dir: Path, *, now: datetime | None = None,
+         audit_table: bool = True) -> dict[str, TableMeta]:
+    """Metadata of every declared table (and `audit`), validated against the declarations."""
+    now = now or datetime.now(UTC)
+    cached = _read_cache(state_dir, tables, now)
+    if cached is None:
+        cached = _fetch(client, tables, audit_table=audit_table)
+        _write_cache(state_dir, tables, cached, now)
+    for table in tables.table:
+        validate(table, cached[table.name])
+    return cached
+
+
+def _fetch(client: Client, tables: TablesConfig, *, audit_table: bool) -> dict[str, TableMeta]:
+    names = [t.name for t in tables.table] + (["audit"] if audit_table else [])
+    condition = " or ".join(f"LogicalName eq {literal(name)}" for name in names)
+    reply = client.get(f"EntityDefinitions?$select={ENTITY_FIELDS}&$filter={condition}", kind="metadata")
+    found = {row["LogicalName"]: row for row in reply.json.get("value", [])}
+    missing = [name for name in names if name not in found and name != "audit"]
+    if missing:
+        raise ConfigError(f"table {', '.join(missing)} does not exist in this Dataverse environment",
+                          hint="check the `name` in config/tables.toml (logical names, e.g. 'lead')")
+    out = {}
+    for name in names:
+        row = found.get(name)
+        if row is None:
+            continue
+        attributes = client.get(
+            f"EntityDefinitions(LogicalName={literal(name)})/Attributes?$select={ATTRIBUTE_FIELDS}", kind="metadata"
+        ).json.get("value", [])
+        audit = row.get("IsAuditEnabled")
+        out[name] = TableMeta(
+            logical_name=name,
+            entity_set=row["EntitySetName"],
+            primary_id=row["PrimaryIdAttribute"],
+            change_tracking=bool(row.get("ChangeTrackingEnabled")),
+            audit_enabled=bool(audit.get("Value") if isinstance(audit, dict) else audit),
+            attributes=[_slim(a) for a in attributes],
+        )
+    return out
+
+
+def _slim(attribute: dict[str, Any]) -> dict[str, Any]:
+    behavior = attribute.get("DateTimeBehavior")
+    return {
+        "LogicalName": attribute["LogicalName"],
+        "ColumnNumber": attribute.get("ColumnNumber"),
+        "AttributeType": attribute.get("AttributeType"),
+        "Format": attribute.get("Format"),
+        "DateTimeBehavior": behavior.get("Value") if isinstance(behavior, dict) else behavior,
+    }
+
+
+def validate(table: TableConfig, meta: TableMeta) -> None:
+    known = {a["LogicalName"] for a in meta.attributes}
+    for field_name in ("columns", "audit_columns"):
+        unknown = [c for c in getattr(table, field_name) if c not in known]
+        if unknown:
+            raise ConfigError(
+                f"table {table.name}: column {', '.join(unknown)} does not exist in this Dataverse environment",
+                hint=f"fix `{field_name}` of table {table.name} in config/tables.toml (logical names, e.g. 'ownerid')",
+            )
+    if meta.primary_id not in table.columns:
+        raise ConfigError(f"table {table.name}: `columns` must include the primary key {meta.primary_id}",
+                          hint="add it in config/tables.toml")
+
+
+def _read_cache(state_dir: Path, tables: TablesConfig, now: datetime) -> dict[str, TableMeta] | None:
+    path = state_dir / CACHE_FILE
+    try:
+        doc = json.loads(path.read_text())
+        fetched = datetime.fromisoformat(doc["fetched_at"])
+        if doc["fingerprint"] != _fingerprint(tables) or now - fetched > CACHE_TTL:
+            return None
+        return {name: TableMeta(**meta) for name, meta in doc["tables"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a missing or unreadable cache is only a cache: fetch again
+
+
+def _write_cache(state_dir: Path, tables: TablesConfig, metas: dict[str, TableMeta], now: datetime) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"fingerprint": _fingerprint(tables), "fetched_at": now.isoformat(),
+           "tables": {name: asdict(meta) for name, meta in metas.items()}}
+    tmp = state_dir / (CACHE_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, state_dir / CACHE_FILE)
+
+
+def invalidate(state_dir: Path) -> None:
+    (state_dir / CACHE_FILE).unlink(missing_ok=True)
