@@ -64,6 +64,7 @@ class SandboxOptions:
     limits: protection.Limits = field(default_factory=protection.Limits)
     throttle_fraction: float = 0.0  # reject this share of Web API requests with 429 (client tests)
     throttle_retry_after: int = 1
+    throttle_seed: int | None = None  # a seed makes the refused requests the same on every run
     withdrawn_privileges: set[str] = field(default_factory=set)
     change_tracking_off: set[str] = field(default_factory=set)
     token_lifetime: int = 3599
@@ -84,7 +85,7 @@ class Sandbox:
         self.store = Store(self.org, change_tracking_off=self.options.change_tracking_off)
         self.protection = protection.Protection(
             self.options.limits, throttle_fraction=self.options.throttle_fraction,
-            throttle_retry_after=self.options.throttle_retry_after,
+            throttle_retry_after=self.options.throttle_retry_after, seed=self.options.throttle_seed,
         )
         self.server: server.SandboxServer | None = None
         self.entra: entra.Entra | None = None

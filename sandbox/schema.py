@@ -331,6 +331,12 @@ _add(Table("audit", "audits", "auditid", None, 4567, (
     Column("useradditionalinfo", "String", 12),
 ), change_tracking=False, audit=False))
 
+# DisplayName of each table: what an EntityName column's FormattedValue shows, e.g. audit.objecttypecode
+# "Contact" for contact ([PD] auditing/retrieve-audit-data.md; names from reference/entities/*.md titles).
+DISPLAY_NAMES = {"systemuser": "User", "transactioncurrency": "Currency", "account": "Account",
+                 "lead": "Lead", "opportunity": "Opportunity", "quote": "Quote", "salesorder": "Order",
+                 "invoice": "Invoice", "audit": "Auditing"}
+
 # Tables the simulator fills and the Web API serves as entity sets (audit last: it is derived).
 DATA_TABLES = ("systemuser", "transactioncurrency", "account", "lead", "opportunity", "quote", "salesorder",
                "invoice")

@@ -183,7 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection or truncate:
             headers.append(("Connection", "close"))
         reason = self.responses.get(response.status, ("",))[0]
-        lines = [f"{self.protocol_version} {response.status} {reason}", f"Date: {self.date_time_string()}"]
+        lines = [f"{self.protocol_version} {response.status} {reason}"]
+        if "date" not in names:  # one Date field (RFC 9110 6.6.1); an app's own (the org's clock) wins
+            lines.append(f"Date: {self.date_time_string()}")
         lines += [f"{name}: {value}" for name, value in headers]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if request.method == "HEAD":

@@ -23,7 +23,7 @@ import polars as pl
 from sandbox import paging
 from sandbox.odata import ODataError
 from sandbox.orgdata import OrgData
-from sandbox.schema import CHOICE_TYPES, ENTITY_SETS, TABLES, Column, Table
+from sandbox.schema import CHOICE_TYPES, DISPLAY_NAMES, ENTITY_SETS, TABLES, Column, Table
 
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 LOOKUP_LOGICAL = "Microsoft.Dynamics.CRM.lookuplogicalname"
@@ -109,7 +109,7 @@ class Store:
         frame = served.ordered(orderby)
         if filter_expr is not None:
             frame = frame.filter(filter_expr)
-        total = min(frame.height, 5000) if count else None
+        total = frame.height if count else None  # uncapped: the caller caps it and says if it exceeded
         next_page = 2  # the first nextLink asks for page 2 ([PD] webapi/query/page-results.md)
         if skiptoken:
             cookie = paging.decode_skiptoken(skiptoken)
@@ -139,6 +139,12 @@ class Store:
                 400, CT_EXPIRED,
                 "Version stamp associated with the client has expired. Please perform a full sync.",
             )
+
+    def delta_count(self, served: ServedTable, since: int) -> int:
+        """How many entries a delta from `since` holds: changed rows plus deletions."""
+        changed = served.frame.filter(pl.col("versionnumber") > since).height
+        table = served.table.logical_name
+        return changed + self.deleted.filter((pl.col("table") == table) & (pl.col("version") > since)).height
 
     def delta(self, served: ServedTable, since: int, page_size: int,
               after: tuple[int, int] | None) -> tuple[pl.DataFrame, list[dict[str, Any]], tuple[int, int] | None]:
@@ -206,6 +212,8 @@ def formatted_value(store: Store, column: Column, value: Any, row: dict[str, Any
         return None
     if column.type in CHOICE_TYPES or (column.options is not None):
         return (column.options or {}).get(value, str(value))
+    if column.type == "EntityName":
+        return DISPLAY_NAMES.get(value)
     if column.is_lookup:
         for target in column.targets:
             name = store.names.get(target, {}).get(value)

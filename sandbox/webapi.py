@@ -41,6 +41,9 @@ ENTITY_DEF = re.compile(r"^EntityDefinitions\((LogicalName='(?P<name>[a-z_]+)'|(
 CHANGE_HISTORY = re.compile(r"^RetrieveRecordChangeHistory\((?P<args>[^)]*)\)$")
 TARGET = re.compile(rf"^(?P<set>[a-z_]+)\((?P<id>{GUID})\)$")
 
+CRM = "Microsoft.Dynamics.CRM"
+MAX_COUNT = 5000  # $count and /$count stop counting here ([PD] webapi/query/count-rows.md)
+
 # Privileges the sandbox can withdraw from the application user (flags on `l2c sandbox serve`).
 PRV_AUDIT_SUMMARY = "prvReadAuditSummary"
 PRV_RECORD_HISTORY = "prvReadRecordAuditHistory"
@@ -134,10 +137,7 @@ class WebApi:
         if match:
             return self._change_history(store, params, prefer)
         if path.endswith("/$count"):
-            served = store.table_for_set(path[: -len("/$count")])
-            self._check_read(served.table)
-            count = min(served.frame.height, 5000)
-            return Response(200, [("Content-Type", "text/plain")], str(count).encode())
+            return self._count(store, path[: -len("/$count")], params, prefer)
         match = ROW_PATH.match(path)
         if match:
             return self._single(store, match.group("set"), match.group("id"), params, prefer)
@@ -191,6 +191,24 @@ class WebApi:
         value = query_metadata(metadata_table("entity"), found, params, prefer)[0]
         return json_response(200, {"@odata.context": f"{self.base}/$metadata#EntityDefinitions/$entity", **value})
 
+    def _count(self, store: Store, entity_set: str, params: list[tuple[str, str]],
+               prefer: str | None) -> Response:
+        """`<set>/$count` as plain text: the rows its $filter matches (OData URL conventions 4.8), or, with a
+        delta link's $deltatoken, the number of changes since it ([PD] use-change-tracking-synchronize-data-
+        external-systems.md, "Retrieve count of the changes made in tables using Web API")."""
+        served = store.table_for_set(entity_set)
+        self._check_read(served.table)
+        parsed = odata.parse_query(served.table, params, prefer)
+        if parsed.deltatoken is not None:
+            store.check_tracking(served.table)
+            version, issued = paging.decode_deltatoken(parsed.deltatoken)
+            store.check_delta_token(version, issued)
+            count = store.delta_count(served, version)
+        else:
+            frame = served.frame if parsed.filter is None else served.frame.filter(parsed.filter)
+            count = frame.height
+        return Response(200, [("Content-Type", "text/plain")], str(min(count, MAX_COUNT)).encode())
+
     def _single(self, store: Store, entity_set: str, key: str, params: list[tuple[str, str]],
                 prefer: str | None) -> Response:
         served = store.table_for_set(entity_set)
@@ -225,11 +243,15 @@ class WebApi:
             count=parsed.count, istracking=parsed.track_changes,
         )
         body: dict[str, Any] = {"@odata.context": context}
-        if table.logical_name == "audit" and ann.formatted:
-            body["@Microsoft.Dynamics.CRM.totalrecordcount"] = -1
-            body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] = False
         if total is not None:
-            body["@odata.count"] = total
+            body["@odata.count"] = min(total, MAX_COUNT)
+        # Any entity set, when the annotations are asked for: the $count value (else -1) and whether more rows
+        # than 5,000 match ([PD] webapi/query/count-rows.md).
+        wanted = parsed.prefer.annotations
+        if wanted.includes(f"{CRM}.totalrecordcount"):
+            body[f"@{CRM}.totalrecordcount"] = -1 if total is None else min(total, MAX_COUNT)
+        if wanted.includes(f"{CRM}.totalrecordcountlimitexceeded"):
+            body[f"@{CRM}.totalrecordcountlimitexceeded"] = total is not None and total > MAX_COUNT
         body["value"] = [render_entity(store, table, row, columns, ann) for row in page.iter_rows(named=True)]
         if next_token is not None:
             body["@odata.nextLink"] = paging.next_link(self.base + "/" + entity_set, request.query, next_token)
@@ -292,8 +314,8 @@ class WebApi:
         self._require(PRV_RECORD_HISTORY, TABLES["audit"])
         aliases = dict(params)
         try:
-            target = json.loads(aliases.get("@target", "")).get("@odata.id", "")
-            info = json.loads(aliases.get("@paginginfo", "") or "{}")
+            target = alias_json(aliases.get("@target", "")).get("@odata.id", "")
+            info = alias_json(aliases.get("@paginginfo", "") or "{}")
         except (ValueError, AttributeError):
             raise ODataError(400, "0x0", "Invalid JSON in the @target or @paginginfo parameter alias.") from None
         match = TARGET.match(target.strip().split("/")[-1])
@@ -342,6 +364,18 @@ class WebApi:
     @staticmethod
     def _applied(parsed: odata.ParsedQuery) -> list[tuple[str, str]]:
         return [("Preference-Applied", value) for value in parsed.preference_applied]
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'((?:[^\'\\]|\\.)*)\'')
+
+
+def alias_json(text: str) -> Any:
+    """A parameter alias's JSON value. ODataLib's JSON reader also takes single-quoted strings, which is how
+    the docs write them: `@target={ '@odata.id':'accounts(<id>)'}` ([PD] auditing/retrieve-audit-data.md)."""
+    def requote(m: re.Match[str]) -> str:
+        single = m.group(1)
+        return m.group(0) if single is None else '"' + single.replace("\\'", "'").replace('"', '\\"') + '"'
+    return json.loads(_JSON_STRING.sub(requote, text))
 
 
 def error_response(status: int, code: str, message: str) -> Response:

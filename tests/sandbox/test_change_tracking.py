@@ -1,0 +1,160 @@
+"""Change tracking over real HTTPS: the initial sync, delta links after the clock moves, deletions, the errors
+and token expiry of [PD] use-change-tracking-synchronize-data-external-systems.md (DATAVERSE.md).
+
+Expected rows are the simulator's: the org's rows at the new clock whose versionnumber is above the token's
+version, and the org's deletions after it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import polars as pl
+import pytest
+import requests
+
+from sandbox.runtime import OrgState, SandboxOptions
+from tests.sandbox.conftest import ApiClient, StartSandbox, error_of, page_values
+
+TRACKED = {
+    "leads": ("lead", "leadid"),
+    "opportunities": ("opportunity", "opportunityid"),
+    "quotes": ("quote", "quoteid"),
+    "salesorders": ("salesorder", "salesorderid"),
+    "invoices": ("invoice", "invoiceid"),
+    "accounts": ("account", "accountid"),
+    "systemusers": ("systemuser", "systemuserid"),
+    "transactioncurrencies": ("transactioncurrency", "transactioncurrencyid"),
+}
+PREFER = "odata.track-changes,odata.maxpagesize=17"
+EXPIRED = (400, "0x80044352",
+           "Version stamp associated with the client has expired. Please perform a full sync.")
+
+
+def deltatoken(link: str) -> tuple[int, datetime]:
+    """(version, UTC time) of `<version>!MM/dd/yyyy HH:mm:ss`, however its escapes are cased."""
+    [token] = [value for name, value in parse_qsl(urlsplit(link).query) if name == "$deltatoken"]
+    version, _, stamp = token.partition("!")
+    return int(version), datetime.strptime(stamp, "%m/%d/%Y %H:%M:%S").replace(tzinfo=UTC)
+
+
+def as_json(value: Any) -> Any:
+    """A column value as the Web API writes it (DATAVERSE.md, "Values")."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def properties(entity: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entity.items() if not k.startswith("@")}
+
+
+def initial_sync(client: ApiClient, entity_set: str) -> tuple[list[dict[str, Any]], str]:
+    responses = client.pages(entity_set, prefer=PREFER)
+    assert "odata.track-changes" in responses[0].headers["Preference-Applied"]
+    assert all("@odata.deltaLink" not in r.json() for r in responses[:-1])
+    link = responses[-1].json()["@odata.deltaLink"]
+    assert link.startswith(f"{client.api}/{entity_set}?$deltatoken=")
+    return page_values(responses), link
+
+
+def read_delta(client: ApiClient, link: str) -> tuple[list[dict[str, Any]], str, list[requests.Response]]:
+    responses = client.pages(link, prefer=PREFER)
+    for response in responses:
+        assert response.json()["@odata.context"].endswith("/$delta")
+    return page_values(responses), responses[-1].json()["@odata.deltaLink"], responses
+
+
+def test_delta_links_return_exactly_the_changes_and_deletions(api_start: StartSandbox) -> None:
+    # A retention of 90 days (organization.expirechangetrackingindays) lets 45 days of changes, deletions
+    # included, come through one delta link.
+    sandbox = api_start(OrgState(seed=42, leads=300), SandboxOptions(expire_change_tracking_days=90))
+    client = ApiClient.connect(sandbox)
+    links: dict[str, str] = {}
+    for entity_set, (table, pk) in TRACKED.items():
+        rows, link = initial_sync(client, entity_set)
+        org = {row[pk]: row for row in sandbox.org.rows[table].iter_rows(named=True)}
+        assert len(rows) == len(org) == len({row[pk] for row in rows})
+        for row in rows:
+            assert properties(row) == {k: as_json(v) for k, v in org[row[pk]].items()}
+        version, issued = deltatoken(link)
+        assert max(row["versionnumber"] for row in rows) <= version <= sandbox.org.max_version
+        assert issued == sandbox.org.clock
+        values, links[entity_set], _ = read_delta(client, link)
+        assert values == [], f"{entity_set}: nothing changed yet"
+
+    sandbox.advance(45)
+    counted, pages = {"changed": 0, "deleted": 0}, {}
+    for entity_set, (table, pk) in TRACKED.items():
+        version, _ = deltatoken(links[entity_set])
+        changed = sandbox.org.rows[table].filter(pl.col("versionnumber") > version).sort("versionnumber")
+        gone = sandbox.org.deleted.filter((pl.col("table") == table) & (pl.col("version") > version))
+        # the delta link with /$count answers the number of changes (plain text)
+        count_link = links[entity_set].replace(f"/{entity_set}?", f"/{entity_set}/$count?")
+        assert client.get(count_link).text == str(changed.height + gone.height), entity_set
+        values, link, responses = read_delta(client, links[entity_set])
+        entities = values[: changed.height]  # changed rows first, oldest change first
+        assert [e[pk] for e in entities] == changed.get_column(pk).to_list(), entity_set
+        for entity, row in zip(entities, changed.iter_rows(named=True), strict=True):
+            assert entity["@odata.etag"] == f'W/"{row["versionnumber"]}"'
+            assert properties(entity) == {k: as_json(v) for k, v in row.items()}
+        deleted_context = f"{client.api}/$metadata#{entity_set}/$deletedEntity"
+        assert sorted(values[changed.height:], key=lambda d: d["id"]) == [
+            {"@odata.context": deleted_context, "id": gone_id, "reason": "deleted"}
+            for gone_id in sorted(gone.get_column("id").to_list())
+        ], entity_set
+        counted["changed"] += changed.height
+        counted["deleted"] += gone.height
+        assert deltatoken(link)[0] >= version
+        assert read_delta(client, link)[0] == [], f"{entity_set}: the new link starts after these changes"
+        pages[entity_set] = len(responses)
+    assert counted["changed"] > 17 and counted["deleted"] > 0, f"45 days must change and delete: {counted}"
+    assert pages["leads"] > 1, "the delta of leads must page"
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("$filter", "statecode eq 0"), ("$orderby", "createdon"), ("$top", "5"), ("$expand", "parentaccountid"),
+])
+def test_track_changes_refuses_other_query_options(api_client: ApiClient, option: str, value: str) -> None:
+    response = api_client.get(f"leads?$select=leadid&{option}={value}", prefer="odata.track-changes")
+    status, _, message = error_of(response)
+    assert (status, message) == (400, f'The "{option}" query parameter isn\'t supported when Change Tracking '
+                                      "is enabled.")
+
+
+def test_a_table_without_change_tracking_says_so(api_start: StartSandbox) -> None:
+    sandbox = api_start(options=SandboxOptions(change_tracking_off={"lead"}))
+    client = ApiClient.connect(sandbox)
+    refused = (400, "0x80072491", "Entity lead isn't enabled for change tracking.")
+    assert error_of(client.get("leads?$select=leadid", prefer="odata.track-changes")) == refused
+    _, link = initial_sync(client, "opportunities")
+    stored = link.replace("/opportunities?", "/leads?")  # a link kept from before tracking was turned off
+    assert error_of(client.get(stored, prefer="odata.track-changes")) == refused
+    assert len(page_values(client.pages("leads?$select=leadid"))) == sandbox.org.rows["lead"].height
+    body = client.ok("EntityDefinitions?$select=LogicalName,ChangeTrackingEnabled")
+    enabled = {entity["LogicalName"]: entity["ChangeTrackingEnabled"] for entity in body["value"]}
+    assert enabled["lead"] is False
+    assert all(enabled[table] for table, _ in TRACKED.values() if table != "lead")
+
+
+def test_tracking_is_on_for_every_synced_table_by_default(api_client: ApiClient) -> None:
+    body = api_client.ok("EntityDefinitions?$select=LogicalName,ChangeTrackingEnabled"
+                         "&$filter=ChangeTrackingEnabled eq true")
+    assert {table for table, _ in TRACKED.values()} <= {entity["LogicalName"] for entity in body["value"]}
+
+
+def test_a_delta_token_expires_after_the_orgs_retention(api_start: StartSandbox) -> None:
+    sandbox = api_start()  # expirechangetrackingindays = 7, the default
+    client = ApiClient.connect(sandbox)
+    _, first = initial_sync(client, "leads")
+    sandbox.advance(6)
+    _, second, _ = read_delta(client, first)
+    sandbox.advance(2)  # `first` is 8 days old, `second` 2
+    assert error_of(client.get(first, prefer="odata.track-changes")) == EXPIRED
+    changes, _, _ = read_delta(client, second)
+    version, _ = deltatoken(second)
+    leads = sandbox.org.rows["lead"]
+    expected = leads.filter(pl.col("versionnumber") > version).sort("versionnumber").get_column("leadid")
+    assert [row["leadid"] for row in changes] == expected.to_list() != []
