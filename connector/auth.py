@@ -134,7 +134,8 @@ class TokenProvider:
     def invalidate(self) -> None:
         """Forget cached tokens (after a 401), so the next call signs in again."""
         with self._lock:
-            for token in self.app.token_cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+            # A list: removing entries while MSAL's search generator walks the cache would break it.
+            for token in list(self.app.token_cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
                 self.app.token_cache.remove_at(token)
 
 

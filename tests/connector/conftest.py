@@ -1,0 +1,84 @@
+"""Fixtures for the connector's HTTPS tests: a small sandbox org per test and clients pointed at it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import Settings
+from connector.http import DataverseClient
+from sandbox.runtime import OrgState, Sandbox
+
+SCRUBBED_PREFIXES = ("DATAVERSE_", "AZURE_", "L2C_")
+
+
+@pytest.fixture
+def http_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """A 200-lead sandbox over HTTPS; the developer's Dataverse/Azure/L2C variables do not leak in."""
+    for name in [n for n in os.environ if n.startswith(SCRUBBED_PREFIXES)]:
+        monkeypatch.delenv(name)
+    with Sandbox(tmp_path / "sandbox", OrgState(seed=7, leads=200)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def http_settings(http_sandbox: Sandbox) -> Settings:
+    return Settings(**http_sandbox.env(), L2C_MAX_CONCURRENCY=4, _env_file=None)  # type: ignore[arg-type, call-arg]
+
+
+@pytest.fixture
+def http_client(http_settings: Settings) -> Iterator[Callable[..., DataverseClient]]:
+    """Build clients with test-sized backoff (the constructor's arguments override); closed at teardown."""
+    made: list[DataverseClient] = []
+
+    def make(settings: Settings | None = None, **kwargs: Any) -> DataverseClient:
+        options: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.1, "budget_s": 30.0,
+                                   "read_timeout": 10.0, **kwargs}
+        client = DataverseClient(settings or http_settings, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+# --- lake_: a child process SIGKILLed in the middle of a durable write (test_lake.py, test_state.py) --------
+
+LAKE_PRELUDE = '''
+import os, sys
+def pause(*args, **kwargs):
+    print("PAUSED", flush=True)
+    sys.stdin.read()  # never answered: the parent SIGKILLs this process here
+'''
+
+
+@pytest.fixture
+def lake_kill_during() -> Callable[[str], None]:
+    """Run `code` in a fresh interpreter (after LAKE_PRELUDE); when it calls `pause()` it is SIGKILLed."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def run(code: str) -> None:
+        child = subprocess.Popen([sys.executable, "-c", LAKE_PRELUDE + textwrap.dedent(code)], cwd=repo, text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            assert line == "PAUSED\n", f"the child ended before its crash point: {child.communicate()[1]}"
+            child.kill()
+            assert child.wait() == -signal.SIGKILL
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.communicate()
+
+    return run
