@@ -68,6 +68,9 @@ def handle_batch(api: WebApi, request: Request, user: str) -> Response:
                          f"limit of {api.options.max_batch}.")
     out_boundary = f"batchresponse_{uuid.uuid4()}"
     chunks: list[bytes] = []
+    # Without `Prefer: odata.continue-on-error` Dataverse stops at the first failing part
+    # ([PD] webapi/execute-batch-operations-using-web-api.md, "Handling errors").
+    keep_going = "odata.continue-on-error" in request.headers.get("Prefer", "")
     for part in parts:
         if b"multipart/mixed" in part.split(b"\r\n\r\n", 1)[0]:
             raise ODataError(400, "0x80048d19", "Change sets are not supported: the sandbox org is read-only.")
@@ -80,6 +83,8 @@ def handle_batch(api: WebApi, request: Request, user: str) -> Response:
         except ODataError as exc:
             response = error_response(exc.status, exc.code, exc.message)
         chunks.append(_render_part(out_boundary, response))
+        if response.status >= 400 and not keep_going:
+            break
     body = b"".join(chunks) + f"--{out_boundary}--\r\n".encode()
     api.stats_operations(len(parts))
     return Response(200, [("Content-Type", f"multipart/mixed; boundary={out_boundary}")], body)

@@ -106,7 +106,7 @@ class ApiClient:
         assert response.status_code == 200, (response.status_code, response.text[:500])
         return response.json()  # type: ignore[no-any-return]
 
-    def batch(self, urls: list[str]) -> requests.Response:
+    def batch(self, urls: list[str], *, prefer: str | None = None) -> requests.Response:
         """POST $batch of GET requests, one application/http part each
         ([PD] webapi/execute-batch-operations-using-web-api.md)."""
         boundary = f"batch_{uuid.uuid4()}"
@@ -114,6 +114,8 @@ class ApiClient:
         parts = [f"{head}GET {url} HTTP/1.1\r\nAccept: application/json\r\n\r\n" for url in urls]
         body = ("".join(parts) + f"--{boundary}--\r\n").encode()
         headers = {**self.headers(), "Content-Type": f"multipart/mixed; boundary={boundary}"}
+        if prefer:
+            headers["Prefer"] = prefer
         return self.http.post(f"{self.api}/$batch", data=body, headers=headers, timeout=60)
 
     def pages(self, target: str, *, prefer: str | None = None, limit: int = 1000) -> list[requests.Response]:
