@@ -26,6 +26,7 @@ from connector.lake import Lake
 from connector.metadata import TableMeta
 from connector.odata import Client, Query, datetime_literal, literal, pages, prefer
 from connector.state import StateStore
+from connector.sync import state_time
 from l2c.errors import PermissionDenied
 
 log = logging.getLogger("l2c.audit")
@@ -74,10 +75,10 @@ def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesCon
     result.before = state.watermark
     overlap = timedelta(seconds=tables.defaults.watermark_overlap_seconds)
     types = " or ".join(f"objecttypecode eq {literal(t.name)}" for t in audited)
-    resume = state.resume or {}
+    resume = state.resume
     if resume:
         stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
-        signpost = datetime.fromisoformat(resume["signpost"]) if resume.get("signpost") else None
+        signpost = datetime.fromisoformat(resume["started_at"])
     else:
         lower = datetime.fromisoformat(state.watermark) - overlap if state.watermark else since
         condition = f"({types})" + (f" and createdon ge {datetime_literal(lower)}" if lower else "")
@@ -104,9 +105,9 @@ def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesCon
             state.mode = "watermark"
             if page.next_link:
                 state.resume = {"stream": stream, "next_link": page.next_link, "page_no": page.number + 1,
-                                "signpost": signpost.isoformat() if signpost else None}
+                                "started_at": state_time(signpost)}
             else:
-                state.watermark = signpost.isoformat() if signpost else state.watermark
+                state.watermark = state_time(signpost) if signpost else state.watermark
                 state.resume, state.last_error = None, None
                 state.last_success = state.watermark
             states.save(state)
@@ -152,9 +153,9 @@ def mask_hits(mask: pl.Expr, numbers: list[int]) -> pl.Expr:
 
 def needed_details(lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta]) -> pl.DataFrame:
     """Audit rows (auditid, objecttypecode) whose details an audit column needs and that are not landed."""
-    audit = lake.scan(AUDIT)
-    if audit is None:
+    if not lake.has_rows(AUDIT):
         return pl.DataFrame(schema=NEEDED_SCHEMA)
+    audit = lake.scan(AUDIT)
     wanted: list[pl.DataFrame] = []
     for cfg in tables.audited:
         if not cfg.audit_columns or cfg.name not in metas:
@@ -167,9 +168,9 @@ def needed_details(lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta]
     if not wanted:
         return pl.DataFrame(schema=NEEDED_SCHEMA)
     needed = pl.concat(wanted)
-    landed = lake.scan(DETAILS)
-    if landed is not None:
-        needed = needed.join(landed.select("auditid").unique().collect(), on="auditid", how="anti")
+    if lake.has_rows(DETAILS):
+        landed = lake.scan(DETAILS).select("auditid").unique().collect()
+        needed = needed.join(landed, on="auditid", how="anti")
     return needed.sort("auditid")
 
 

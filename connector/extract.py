@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,21 +51,20 @@ class ExtractResult:
         return out
 
 
-def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-
-
 def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
     data_dir = settings.data_dir
     tables = load_tables(settings.tables_file)  # validated whole before any request
     since = datetime.fromisoformat(settings.since).replace(tzinfo=UTC) if settings.since else None
     with RunLock(data_dir):
         started = time.perf_counter()
-        run_id = new_run_id()
+        manifest = RunManifest.start()
+        run_id = manifest.run_id
         result = ExtractResult(run_id)
-        client = DataverseClient(settings)
         lake, states = Lake(data_dir), StateStore(data_dir)
-        manifest = RunManifest(data_dir, run_id)
+        lake.cleanup()  # temp files a killed run left behind (we hold the lock)
+        states.cleanup()
+        manifest.save(data_dir)  # a killed run still leaves its record
+        client = DataverseClient(settings)
         try:
             metas = metadata.load(client, tables, states.directory)
             ctx = SyncContext(client=client, lake=lake, states=states, tables=tables, run_id=run_id,
@@ -96,8 +94,9 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
         except L2CError as exc:
             result.errors["run"] = exc
         result.seconds = time.perf_counter() - started
-        result.requests = client.stats()
-        manifest.write(_manifest(result))
+        result.requests = with_total(client.stats())
+        _fill(manifest, result)
+        manifest.save(data_dir)
     return result
 
 
@@ -121,15 +120,32 @@ def _guarded(states: StateStore, name: str, func: Any, *args: Any, **kwargs: Any
     return outcome
 
 
-def _manifest(result: ExtractResult) -> dict[str, Any]:
-    return {
-        "run_id": result.run_id,
-        "finished_at": datetime.now(UTC).isoformat(),
-        "seconds": round(result.seconds, 3),
-        "exit_code": result.exit_code,
-        "tables": {name: asdict(r) for name, r in result.tables.items()},
-        "audit": asdict(result.audit) if result.audit else None,
-        "errors": {name: str(e) for name, e in result.errors.items()},
-        "requests": result.requests,
-        "notes": result.notes,
-    }
+def with_total(stats: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per-kind request counters plus their sum under "total"."""
+    total: dict[str, float] = {}
+    for counts in stats.values():
+        for key, value in counts.items():
+            total[key] = round(total.get(key, 0) + value, 3)
+    return {**stats, "total": total}
+
+
+def _fill(manifest: RunManifest, result: ExtractResult) -> None:
+    for name, table in result.tables.items():
+        run = manifest.table(name)
+        run.rows, run.pages = table.rows, table.pages
+        run.deletions, run.quarantined = table.deletions, table.quarantined
+        if table.mode == "delta":
+            run.delta_before, run.delta_after = table.before, table.after
+        else:
+            run.watermark_before, run.watermark_after = table.before, table.after
+    if result.audit is not None:
+        run = manifest.table("audit")
+        run.rows, run.pages, run.audit_details = result.audit.rows, result.audit.pages, result.audit.details
+        run.watermark_before, run.watermark_after = result.audit.before, result.audit.after
+    for name, error in result.errors.items():
+        manifest.table(name).error = str(error)
+    total = result.requests.get("total", {})
+    summary = manifest.table("requests")
+    summary.requests, summary.retries = int(total.get("requests", 0)), int(total.get("retries", 0))
+    summary.throttled, summary.seconds = int(total.get("429s", 0)), round(result.seconds, 3)
+    manifest.finish(result.exit_code)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -89,6 +89,9 @@ def sync_table(ctx: SyncContext, cfg: TableConfig, meta: TableMeta) -> TableResu
                 return _delta(ctx, cfg, meta, state, result, reconcile=True)
             else:
                 raise
+    elif not meta.change_tracking:
+        result.notes.append("change tracking is off for this table: read by modifiedon watermark "
+                            "(deletions only from the audit history)")
     return _watermark(ctx, cfg, meta, state, result)
 
 
@@ -130,7 +133,7 @@ def _delta(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: TableStat
            *, reconcile: bool = False) -> TableResult:
     result.mode = "delta"
     result.before = state.delta_link
-    resume = state.resume or {}
+    resume = state.resume
     if resume:
         stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
         reconcile = reconcile or bool(resume.get("reconcile"))
@@ -149,13 +152,13 @@ def _delta(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: TableStat
         state = ctx.states.load(cfg.name)
         if page.next_link:
             state.resume = {"stream": stream, "next_link": page.next_link, "page_no": page.number + 1,
-                            "full": full, "reconcile": reconcile}
+                            "started_at": state_time(first_time), "full": full, "reconcile": reconcile}
         else:
             if reconcile and full:
                 result.deletions += _reconcile(ctx, cfg, meta, stream, page.server_time)
             state.mode, state.delta_link, state.resume = "delta", page.delta_link, None
-            state.token_issued_at = page.server_time.isoformat() if page.server_time else None
-            state.last_success = page.server_time.isoformat() if page.server_time else None
+            state.token_issued_at = state_time(page.server_time) if page.server_time else None
+            state.last_success = state.token_issued_at
             state.last_error = None
         ctx.states.save(state)
     result.after = state.delta_link
@@ -179,10 +182,10 @@ def _watermark(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: Table
     column = ctx.tables.watermark_column(cfg)
     overlap = timedelta(seconds=ctx.tables.defaults.watermark_overlap_seconds)
     result.before = state.watermark
-    resume = state.resume or {}
+    resume = state.resume
     if resume:
         stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
-        signpost = datetime.fromisoformat(resume["signpost"]) if resume.get("signpost") else None
+        signpost = datetime.fromisoformat(resume["started_at"])
     else:
         lower = datetime.fromisoformat(state.watermark) - overlap if state.watermark else ctx.since
         condition = f"{column} ge {datetime_literal(lower)}" if lower else None
@@ -196,12 +199,19 @@ def _watermark(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: Table
         state.mode = "watermark"
         if page.next_link:
             state.resume = {"stream": stream, "next_link": page.next_link, "page_no": page.number + 1,
-                            "signpost": signpost.isoformat() if signpost else None}
+                            "started_at": state_time(signpost)}
+            state.signpost = state_time(signpost)
         else:
             # Everything written up to the signpost has been read; later writes come next run.
-            state.watermark = signpost.isoformat() if signpost else state.watermark
+            state.watermark = state_time(signpost) if signpost else state.watermark
+            state.signpost = None
             state.resume, state.last_error = None, None
             state.last_success = state.watermark
         ctx.states.save(state)
     result.after = state.watermark
     return result
+
+
+def state_time(moment: datetime | None) -> str:
+    """State times are ISO 8601 with a zone; a reply without a Date header falls back to our clock."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat()

@@ -31,6 +31,24 @@ def _extract(args: argparse.Namespace) -> int:
     return pipeline.extract_only(args)
 
 
+def _status(args: argparse.Namespace) -> int:
+    from config.settings import load_settings
+    from connector.status import status
+
+    for line in status(load_settings()):
+        print(line)
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from config.settings import load_settings
+    from connector.doctor import doctor
+    from l2c.pipeline import resolved
+
+    with resolved(load_settings()) as settings:
+        return doctor(settings)
+
+
 def _not_yet(name: str, issue: int) -> Command:
     def command(args: argparse.Namespace) -> int:
         raise L2CError(f"`l2c {name}` is not available in this version", hint=f"it arrives with issue #{issue}")
@@ -74,10 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=["xes", "ocel2-sqlite", "ocel2-json", "csv"])
     export.add_argument("--out", required=True)
     export.set_defaults(func=_not_yet("export", 12))
-    sub.add_parser("status", help="per table: last sync, rows, token age, last error").set_defaults(
-        func=_not_yet("status", 10))
+    sub.add_parser("status", help="per table: last sync, rows, token age, last error").set_defaults(func=_status)
     sub.add_parser("doctor", help="check config, token, WhoAmI, privileges, change tracking").set_defaults(
-        func=_not_yet("doctor", 10))
+        func=_doctor)
 
     sandbox = sub.add_parser("sandbox", help="the built-in Dataverse emulator")
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True, metavar="SANDBOX_COMMAND")

@@ -30,7 +30,7 @@ def summary(result: ExtractResult) -> str:
     rows = sum(r.rows for r in result.tables.values()) + (result.audit.rows if result.audit else 0)
     total = result.requests.get("total", {})
     line = (f"extract {result.run_id}: {rows} rows, {total.get('requests', 0)} requests, "
-            f"{total.get('retries', 0)} retries, {total.get('throttled', 0)} throttled, {result.seconds:.1f}s")
+            f"{total.get('retries', 0)} retries, {total.get('429s', 0)} throttled, {result.seconds:.1f}s")
     return line
 
 

@@ -1,0 +1,44 @@
+"""`l2c status`: per table, from the local state and lake only (no request): mode, last sync, rows landed,
+age of the delta token or watermark, a resumable page if a run was cut short, and the last error."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from config.settings import Settings
+from config.tables import load_tables
+from connector.lake import Lake
+from connector.state import StateStore
+
+
+def _age(iso: str | None, now: datetime) -> str:
+    if not iso:
+        return "-"
+    seconds = (now - datetime.fromisoformat(iso)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def status(settings: Settings, now: datetime | None = None) -> list[str]:
+    now = now or datetime.now(UTC)
+    tables = load_tables(settings.tables_file)
+    states, lake = StateStore(settings.data_dir), Lake(settings.data_dir)
+    lines = [f"{'table':<20} {'mode':<10} {'last sync':<26} {'rows':>10} {'token/wm age':>13}  notes"]
+    for name in [t.name for t in tables.table] + ["audit"]:
+        state = states.load(name)
+        rows = lake.current(name, _pk(name)).height if lake.has_rows(name) else 0
+        anchor = state.token_issued_at if state.mode == "delta" else state.watermark
+        notes = []
+        if state.resume:
+            notes.append(f"resumes at page {state.resume.get('page_no')}")
+        if state.last_error:
+            notes.append(f"last error: {state.last_error}")
+        lines.append(f"{name:<20} {state.mode or 'never':<10} {state.last_success or '-':<26} {rows:>10} "
+                     f"{_age(anchor, now):>13}  {'; '.join(notes)}")
+    return lines
+
+
+def _pk(table: str) -> str:
+    return "auditid" if table == "audit" else f"{table}id"

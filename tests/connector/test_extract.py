@@ -1,0 +1,178 @@
+"""Issue #10's acceptance: extraction against the sandbox over HTTPS lands exactly the org's rows, changes,
+deletions and the audit details the rules need; it survives throttling, missing features and SIGKILL.
+
+Expected values come from the simulator's OrgData (the org's own record), never from the connector.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from config.settings import Settings
+from config.tables import load_tables
+from connector.audit import OP_UPDATE, mask_numbers
+from connector.extract import extract
+from connector.lake import Lake
+from sandbox.runtime import OrgState, Sandbox, SandboxOptions
+from sandbox.schema import TABLES
+from sandbox.webapi import PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY
+
+L2C = str(Path(sys.executable).with_name("l2c"))
+
+
+def settings_for(sandbox: Sandbox, data_dir: Path, **extra: Any) -> Settings:
+    env = sandbox.env()
+    return Settings(
+        DATAVERSE_URL=env["DATAVERSE_URL"], AZURE_TENANT_ID=env["AZURE_TENANT_ID"],  # type: ignore[call-arg]
+        AZURE_CLIENT_ID=env["AZURE_CLIENT_ID"], AZURE_CLIENT_SECRET=env["AZURE_CLIENT_SECRET"],
+        AZURE_AUTHORITY_HOST=env["AZURE_AUTHORITY_HOST"], L2C_CA_BUNDLE=env["L2C_CA_BUNDLE"],
+        L2C_DATA_DIR=str(data_dir), **extra,
+    )
+
+
+def assert_lake_matches_org(lake: Lake, sandbox: Sandbox) -> None:
+    """Every declared table's live rows equal the org's rows at its clock, column by column."""
+    for cfg in load_tables().table:
+        table = TABLES[cfg.name]
+        pk = table.primary_id
+        org = sandbox.org.rows[cfg.name]
+        landed = lake.current(cfg.name, pk)
+        assert sorted(landed.get_column(pk).to_list()) == sorted(org.get_column(pk).to_list()), cfg.name
+        keep = [pk, "versionnumber"] + (["statecode"] if "statecode" in org.columns else [])
+        joined = org.select(keep).join(landed, on=pk, how="left", suffix="_lake")
+        assert (joined.get_column("versionnumber") == joined.get_column("_version")).all(), cfg.name
+        if "statecode" in org.columns:
+            assert (joined.get_column("statecode") == joined.get_column("statecode_lake")).all(), cfg.name
+
+
+def expected_details(sandbox: Sandbox) -> set[str]:
+    """Update audit rows whose attributemask names a declared audit column, from the org's own audit."""
+    out: set[str] = set()
+    audits = sandbox.org.audits
+    for cfg in load_tables().audited:
+        numbers = {TABLES[cfg.name].by_name[c].number for c in cfg.audit_columns}
+        rows = audits.filter((pl.col("objecttypecode") == cfg.name) & (pl.col("operation") == OP_UPDATE))
+        for auditid, mask in rows.select("auditid", "attributemask").iter_rows():
+            if mask_numbers(mask) & numbers:
+                out.add(auditid)
+    return out
+
+
+@pytest.fixture(scope="module")
+def org_10k(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with Sandbox(tmp_path_factory.mktemp("sandbox10k"), OrgState(seed=11, leads=10_000)) as sandbox:
+        yield sandbox
+
+
+def test_full_extract_of_10k_leads_lands_exactly_the_org(org_10k: Sandbox, tmp_path: Path) -> None:
+    result = extract(settings_for(org_10k, tmp_path))
+    assert result.exit_code == 0, result.errors
+    lake = Lake(tmp_path)
+    assert_lake_matches_org(lake, org_10k)
+    audit = lake.current("audit", "auditid")
+    assert sorted(audit.get_column("auditid").to_list()) == sorted(
+        org_10k.org.audits.filter(pl.col("objecttypecode").is_in([t.name for t in load_tables().audited]))
+        .get_column("auditid").to_list())
+    details = lake.scan("audit_details")
+    assert details is not None
+    assert set(details.select("auditid").collect().get_column("auditid").to_list()) == expected_details(org_10k)
+
+
+def test_incremental_after_advance_lands_the_changes_and_a_quiet_run_costs_one_request(tmp_path: Path) -> None:
+    with Sandbox(tmp_path / "sb", OrgState(seed=5, leads=600)) as sandbox:
+        settings = settings_for(sandbox, tmp_path / "data")
+        assert extract(settings).exit_code == 0
+        before = Lake(tmp_path / "data").current("quote", "quoteid").height
+        sandbox.advance(6)  # within the 7 days a delta token lives
+        result = extract(settings)
+        assert result.exit_code == 0, result.errors
+        assert sum(r.deletions for r in result.tables.values()) > 0  # the advance deleted something
+        assert_lake_matches_org(Lake(tmp_path / "data"), sandbox)
+        assert Lake(tmp_path / "data").current("quote", "quoteid").height != before
+        quiet = extract(settings)
+        assert quiet.exit_code == 0
+        tables = len(load_tables().table)
+        assert quiet.requests["total"]["requests"] <= tables + 1, quiet.requests  # one delta call per table plus the audit query
+
+
+def test_an_expired_delta_token_resyncs_and_reconciles_deletions(tmp_path: Path) -> None:
+    with Sandbox(tmp_path / "sb", OrgState(seed=6, leads=1000)) as sandbox:
+        settings = settings_for(sandbox, tmp_path / "data")
+        assert extract(settings).exit_code == 0
+        first = sandbox.org
+        sandbox.advance(9)  # past organization.expirechangetrackingindays (7)
+        # Records landed by the first run and deleted since (one created and deleted in between is never seen).
+        existed = pl.concat([first.rows[t].select(pl.col(TABLES[t].primary_id).alias("id")) for t in first.rows])
+        deleted = sandbox.org.deleted.filter(pl.col("version") > first.max_version).join(existed, on="id")
+        assert deleted.height > 0, "precondition: the org deleted something in those days"
+        result = extract(settings)
+        assert result.exit_code == 0, result.errors
+        assert any("delta token expired" in note for note in result.notes)
+        assert sum(r.deletions for r in result.tables.values()) == deleted.height
+        assert_lake_matches_org(Lake(tmp_path / "data"), sandbox)
+
+
+def test_throttled_extract_is_identical_and_never_early(tmp_path: Path) -> None:
+    options = SandboxOptions(throttle_fraction=0.3, throttle_retry_after=1, throttle_seed=3)
+    with Sandbox(tmp_path / "calm", OrgState(seed=8, leads=300)) as calm:
+        assert extract(settings_for(calm, tmp_path / "a")).exit_code == 0
+    with Sandbox(tmp_path / "storm", OrgState(seed=8, leads=300), options) as storm:
+        result = extract(settings_for(storm, tmp_path / "b", L2C_MAX_CONCURRENCY=4))
+        assert result.exit_code == 0, result.errors
+        assert result.requests["total"]["429s"] > 0
+        assert storm.protection.violations(grace_s=0.5) == []
+    for name in [t.name for t in load_tables().table] + ["audit"]:
+        assert Lake(tmp_path / "a").fingerprint(name) == Lake(tmp_path / "b").fingerprint(name), name
+
+
+def test_without_change_tracking_and_audit_the_run_completes_and_says_so(tmp_path: Path) -> None:
+    options = SandboxOptions(change_tracking_off={"lead"},
+                             withdrawn_privileges={PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY})
+    with Sandbox(tmp_path / "sb", OrgState(seed=2, leads=300), options) as sandbox:
+        result = extract(settings_for(sandbox, tmp_path / "data"))
+        assert result.exit_code == 0, result.errors
+        assert result.tables["lead"].mode == "watermark"
+        notes = " ".join(result.notes)
+        assert "change tracking is off" in notes and "audit history not readable" in notes
+        assert_lake_matches_org(Lake(tmp_path / "data"), sandbox)
+
+
+def test_sigkill_at_random_points_then_rerun_gives_the_same_lake(tmp_path: Path) -> None:
+    options = SandboxOptions()
+    options.faults.latency_ms = 40  # a full run takes many seconds, so kills land mid-way
+    with Sandbox(tmp_path / "sb", OrgState(seed=4, leads=1500), options) as sandbox:
+        reference = tmp_path / "reference"
+        assert extract(settings_for(sandbox, reference, L2C_PAGE_SIZE=100)).exit_code == 0
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAVERSE_", "AZURE_", "L2C_"))}
+        env.update(sandbox.env())
+        env.update(L2C_DATA_DIR=str(tmp_path / "killed"), L2C_PAGE_SIZE="100")
+        rng = random.Random(20261123)
+        kills = 0
+        for _ in range(12):
+            proc = subprocess.Popen([L2C, "extract"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + rng.uniform(0.4, 1.5)
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    proc.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    pass
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+        assert kills >= 10
+        final = subprocess.run([L2C, "extract"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert final.returncode == 0, final.stderr
+        for name in [t.name for t in load_tables().table] + ["audit", "audit_details"]:
+            assert Lake(reference).fingerprint(name) == Lake(tmp_path / "killed").fingerprint(name), name
