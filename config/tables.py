@@ -75,7 +75,8 @@ def load_tables(path: Path | None = None) -> TablesConfig:
     """The declarations at `path`, or the packaged default; ConfigError names the file and the problem."""
     source = str(path) if path else f"config/{DEFAULT_TABLES}"
     try:
-        text = Path(path).read_text("utf-8") if path else resources.files("config").joinpath(DEFAULT_TABLES).read_text()
+        packaged = resources.files("config").joinpath(DEFAULT_TABLES)
+        text = Path(path).read_text("utf-8") if path else packaged.read_text("utf-8")
         data = tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(f"cannot read the table declarations {source}: {exc.strerror}") from None
@@ -86,7 +87,8 @@ def load_tables(path: Path | None = None) -> TablesConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = _where(data, first["loc"])
-        raise ConfigError(f"{source}: {where}: {first['msg']}", hint="fix the declaration (see the file's header)") from None
+        raise ConfigError(f"{source}: {where}: {first['msg']}",
+                          hint="fix the declaration (see the file's header)") from None
 
 
 def _where(data: dict[str, object], loc: tuple[int | str, ...]) -> str:

@@ -24,7 +24,7 @@ from config.tables import TablesConfig
 from connector import rows as rowmod
 from connector.lake import Lake
 from connector.metadata import TableMeta
-from connector.odata import Client, Query, datetime_literal, literal, pages, prefer
+from connector.odata import Client, Query, datetime_literal, literal, pages, prefer, stored_link
 from connector.state import StateStore
 from connector.sync import state_time
 from l2c.errors import PermissionDenied
@@ -104,8 +104,8 @@ def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesCon
             state = states.load(AUDIT)
             state.mode = "watermark"
             if page.next_link:
-                state.resume = {"stream": stream, "next_link": page.next_link, "page_no": page.number + 1,
-                                "started_at": state_time(signpost)}
+                state.resume = {"stream": stream, "next_link": stored_link(page.next_link) or "",
+                                "page_no": page.number + 1, "started_at": state_time(signpost)}
             else:
                 state.watermark = state_time(signpost) if signpost else state.watermark
                 state.resume, state.last_error = None, None

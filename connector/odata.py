@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from l2c.errors import SourceUnavailable
 
@@ -86,6 +86,15 @@ def pages(client: Client, first_url: str, prefer_values: Sequence[str], *, kind:
                    server_time=getattr(reply, "date", None), number=number, raw=body)
         url = next_link
         number += 1
+
+
+def stored_link(link: str | None) -> str | None:
+    """A next/delta link as kept in state: its path and query untouched, without the origin, so it resolves
+    against the configured DATAVERSE_URL (an org URL can change; the in-process sandbox's port does)."""
+    if link is None:
+        return None
+    parts = urlsplit(link)
+    return parts.path + (f"?{parts.query}" if parts.query else "") if parts.scheme else link
 
 
 def literal(value: str) -> str:

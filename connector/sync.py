@@ -27,7 +27,7 @@ from config.tables import TableConfig, TablesConfig
 from connector import rows as rowmod
 from connector.lake import Lake
 from connector.metadata import TableMeta
-from connector.odata import Client, Query, datetime_literal, pages, prefer
+from connector.odata import Client, Query, datetime_literal, pages, prefer, stored_link
 from connector.state import StateStore, TableState
 from l2c.errors import RequestRejected
 
@@ -151,12 +151,13 @@ def _delta(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: TableStat
         _land(ctx, cfg, meta, stream, page.number, page.records, page.server_time, result)
         state = ctx.states.load(cfg.name)
         if page.next_link:
-            state.resume = {"stream": stream, "next_link": page.next_link, "page_no": page.number + 1,
+            state.resume = {"stream": stream, "next_link": stored_link(page.next_link) or "",
+                            "page_no": page.number + 1,
                             "started_at": state_time(first_time), "full": full, "reconcile": reconcile}
         else:
             if reconcile and full:
                 result.deletions += _reconcile(ctx, cfg, meta, stream, page.server_time)
-            state.mode, state.delta_link, state.resume = "delta", page.delta_link, None
+            state.mode, state.delta_link, state.resume = "delta", stored_link(page.delta_link), None
             state.token_issued_at = state_time(page.server_time) if page.server_time else None
             state.last_success = state.token_issued_at
             state.last_error = None
@@ -198,7 +199,8 @@ def _watermark(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: Table
         state = ctx.states.load(cfg.name)
         state.mode = "watermark"
         if page.next_link:
-            state.resume = {"stream": stream, "next_link": page.next_link, "page_no": page.number + 1,
+            state.resume = {"stream": stream, "next_link": stored_link(page.next_link) or "",
+                            "page_no": page.number + 1,
                             "started_at": state_time(signpost)}
             state.signpost = state_time(signpost)
         else:

@@ -102,7 +102,8 @@ def test_incremental_after_advance_lands_the_changes_and_a_quiet_run_costs_one_r
         quiet = extract(settings)
         assert quiet.exit_code == 0
         tables = len(load_tables().table)
-        assert quiet.requests["total"]["requests"] <= tables + 1, quiet.requests  # one delta call per table plus the audit query
+        # one delta call per table plus the audit query
+        assert quiet.requests["total"]["requests"] <= tables + 1, quiet.requests
 
 
 def test_an_expired_delta_token_resyncs_and_reconciles_deletions(tmp_path: Path) -> None:

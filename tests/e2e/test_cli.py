@@ -11,26 +11,30 @@ import msal
 import polars as pl
 import pytest
 
+from connector.lake import Lake
 from connector.tls import trusting_session
 from sandbox.orgdata import BASE_CLOCK
+from sandbox.schema import TABLES
 from sandbox.simulator import simulate
 from tests.e2e.conftest import L2C, clean_env
 
 LEADS = "300"
 
 
-def test_run_without_url_uses_the_sandbox_and_lists_every_row(l2c) -> None:  # noqa: ANN001
+def test_run_without_url_uses_the_sandbox_and_lands_every_row(l2c, tmp_path: Path) -> None:  # noqa: ANN001
     done = l2c("run", L2C_SANDBOX_LEADS=LEADS, L2C_SANDBOX_SEED="7")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "sandbox" in lines[0] and "https://127.0.0.1:" in lines[0]
     org = simulate(7, int(LEADS), BASE_CLOCK)
-    listed = dict(re.findall(r"^(\w+): (\d+) rows", done.stdout, flags=re.M))
-    sets = {"leads": "lead", "opportunities": "opportunity", "quotes": "quote", "salesorders": "salesorder",
-            "invoices": "invoice", "accounts": "account", "systemusers": "systemuser"}
-    for entity_set, table in sets.items():
-        assert int(listed[entity_set]) == org.rows[table].height, entity_set
-    assert int(listed["audits"]) == org.audits.height
+    lake = Lake(tmp_path / "data")
+    for table, frame in org.rows.items():
+        pk = TABLES[table].primary_id
+        assert sorted(lake.current(table, pk).get_column(pk).to_list()) == sorted(frame.get_column(pk).to_list())
+        assert re.search(rf"^{table}: delta, {frame.height} rows", done.stdout, flags=re.M), table
+    again = l2c("run", L2C_SANDBOX_LEADS=LEADS, L2C_SANDBOX_SEED="7")
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"^lead: delta, 0 rows", again.stdout, flags=re.M)  # nothing changed: nothing landed
 
 
 def test_advance_then_truth_follows_the_simulated_clock(l2c, tmp_path: Path) -> None:  # noqa: ANN001
@@ -111,3 +115,24 @@ def test_bad_configuration_exits_2_naming_the_setting(l2c, env: dict[str, str], 
 
 def test_usage_error_exits_2(l2c) -> None:  # noqa: ANN001
     assert l2c("frobnicate").returncode == 2
+
+
+def test_an_unknown_declared_column_exits_2_before_reading_data(l2c, tmp_path: Path) -> None:  # noqa: ANN001
+    tables = tmp_path / "tables.toml"
+    tables.write_text('[[table]]\nname = "lead"\ncolumns = ["leadid", "favouritecolour"]\n')
+    done = l2c("extract", L2C_TABLES=str(tables), L2C_SANDBOX_LEADS=LEADS)
+    assert done.returncode == 2, done.stderr
+    assert "table lead: column favouritecolour does not exist" in done.stderr
+    assert not (tmp_path / "data" / "raw").exists() or not any((tmp_path / "data" / "raw").iterdir())
+
+
+def test_doctor_and_status_report_per_table(l2c) -> None:  # noqa: ANN001
+    doctor = l2c("doctor", L2C_SANDBOX_LEADS=LEADS)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert re.search(r"^ok\s+sign-in", doctor.stdout, flags=re.M)
+    assert re.search(r"^ok\s+audit details: RetrieveAuditDetails readable", doctor.stdout, flags=re.M)
+    assert l2c("run", L2C_SANDBOX_LEADS=LEADS).returncode == 0
+    status = l2c("status", L2C_SANDBOX_LEADS=LEADS)
+    assert status.returncode == 0
+    org = simulate(42, int(LEADS), BASE_CLOCK)
+    assert re.search(rf"^lead\s+delta\s+\S+\s+{org.rows['lead'].height}\s", status.stdout, flags=re.M), status.stdout
