@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -25,7 +27,7 @@ from connector import rows as rowmod
 from connector.lake import Lake
 from connector.metadata import TableMeta
 from connector.odata import Client, Query, datetime_literal, literal, pages, prefer, stored_link
-from connector.state import StateStore
+from connector.state import StateStore, TableState
 from connector.sync import state_time
 from l2c.errors import PermissionDenied
 
@@ -62,55 +64,86 @@ def mask_numbers(mask: str | None) -> set[int]:
     return {int(part) for part in mask.strip().strip(",").split(",") if part.strip().isdigit()}
 
 
-def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesConfig, metas: dict[str, TableMeta],
-               *, run_id: str, page_size: int, since: datetime | None, watermark_tables: set[str],
-               batch_get: Any) -> AuditResult:
-    result = AuditResult()
-    audited = [t for t in tables.audited if t.name in metas]
-    if not audited or AUDIT not in metas:
-        result.available = False
-        return result
-    meta = metas[AUDIT]
-    state = states.load(AUDIT)
-    result.before = state.watermark
-    overlap = timedelta(seconds=tables.defaults.watermark_overlap_seconds)
-    types = " or ".join(f"objecttypecode eq {literal(t.name)}" for t in audited)
-    resume = state.resume
-    if resume:
-        stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
-        signpost = datetime.fromisoformat(resume["started_at"])
-    else:
-        lower = datetime.fromisoformat(state.watermark) - overlap if state.watermark else since
-        condition = f"({types})" + (f" and createdon ge {datetime_literal(lower)}" if lower else "")
-        select = [meta.api_name(c) for c in AUDIT_COLUMNS]
-        url = Query(meta.entity_set, select, filter=condition, orderby="createdon asc,auditid asc").url()
-        stream, page_no, signpost = f"audit-{run_id}", 1, None
-    specs = rowmod.column_specs(meta.attributes, [meta.api_name(c) for c in AUDIT_COLUMNS])
-    try:
-        for page in pages(client, url, prefer(page_size), kind="audit", start_page=page_no):
+@dataclass
+class _Reader:
+    """What every audit stream shares: where rows land and how they are typed and checked."""
+
+    client: Client
+    lake: Lake
+    states: StateStore
+    metas: dict[str, TableMeta]
+    run_id: str
+    page_size: int
+    types: str
+    watermark_tables: set[str]
+    result: AuditResult
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def meta(self) -> TableMeta:
+        return self.metas[AUDIT]
+
+    def url(self, lower: datetime | None, upper: datetime | None) -> str:
+        condition = f"({self.types})"
+        if lower is not None:
+            condition += f" and createdon ge {datetime_literal(lower)}"
+        if upper is not None:
+            condition += f" and createdon lt {datetime_literal(upper)}"
+        select = [self.meta.api_name(c) for c in AUDIT_COLUMNS]
+        return Query(self.meta.entity_set, select, filter=condition, orderby="createdon asc,auditid asc").url()
+
+    def read(self, state_name: str, stream: str, url: str, page_no: int, signpost: datetime | None,
+             *, dedupe: bool) -> datetime | None:
+        """Page one query to its end, landing and checkpointing each page in `state_name`'s resume point."""
+        specs = rowmod.column_specs(self.meta.attributes, [self.meta.api_name(c) for c in AUDIT_COLUMNS])
+        for page in pages(self.client, url, prefer(self.page_size), kind="audit", start_page=page_no):
             signpost = signpost or page.server_time
             frame, bad = rowmod.to_frame(page.records, specs)
-            if frame.height:
-                known = lake.versions(AUDIT, "auditid", frame.get_column("auditid"))
+            if dedupe and frame.height:
+                # Only an incremental read re-reads an overlap; a split backfill's ranges are disjoint.
+                known = self.lake.versions(AUDIT, "auditid", frame.get_column("auditid"))
                 if known.height:
                     frame = frame.join(known.select("auditid"), on="auditid", how="anti")
             if frame.height:
-                lake.write_page(AUDIT, stream, page.number, frame, run_id=run_id, extracted_at=page.server_time)
-                _deletions(lake, frame, metas, watermark_tables, stream, page.number, run_id, result)
+                self.lake.write_page(AUDIT, stream, page.number, frame, run_id=self.run_id,
+                                     extracted_at=page.server_time)
+                _deletions(self.lake, frame, self.metas, self.watermark_tables, stream, page.number, self.run_id,
+                           self.result, self.lock)
             if bad:
-                lake.write_quarantine(AUDIT, stream, page.number, bad, run_id=run_id, extracted_at=page.server_time)
-            result.rows += frame.height
-            result.pages += 1
-            state = states.load(AUDIT)
+                self.lake.write_quarantine(AUDIT, stream, page.number, bad, run_id=self.run_id,
+                                           extracted_at=page.server_time)
+            with self.lock:
+                self.result.rows += frame.height
+                self.result.pages += 1
+            state = self.states.load(state_name)
             state.mode = "watermark"
             if page.next_link:
                 state.resume = {"stream": stream, "next_link": stored_link(page.next_link) or "",
                                 "page_no": page.number + 1, "started_at": state_time(signpost)}
             else:
-                state.watermark = state_time(signpost) if signpost else state.watermark
                 state.resume, state.last_error = None, None
-                state.last_success = state.watermark
-            states.save(state)
+                state.last_success = state_time(signpost)
+            self.states.save(state)
+        return signpost
+
+
+def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesConfig, metas: dict[str, TableMeta],
+               *, run_id: str, page_size: int, since: datetime | None, watermark_tables: set[str],
+               batch_get: Any, max_ranges: int = 1) -> AuditResult:
+    result = AuditResult()
+    audited = [t for t in tables.audited if t.name in metas]
+    if not audited or AUDIT not in metas:
+        result.available = False
+        return result
+    reader = _Reader(client, lake, states, metas, run_id, page_size,
+                     " or ".join(f"objecttypecode eq {literal(t.name)}" for t in audited), watermark_tables, result)
+    state = states.load(AUDIT)
+    result.before = state.watermark
+    try:
+        if state.watermark is None and state.resume is None:
+            _backfill(reader, since, max_ranges)
+        else:
+            _incremental(reader, tables)
     except PermissionDenied as exc:
         result.available = False
         result.notes.append(f"audit history not readable ({_privilege(str(exc))}): events fall back to "
@@ -122,6 +155,75 @@ def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesCon
     return result
 
 
+def _incremental(reader: _Reader, tables: TablesConfig) -> None:
+    state = reader.states.load(AUDIT)
+    if state.resume:
+        resume = state.resume
+        stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
+        signpost: datetime | None = datetime.fromisoformat(resume["started_at"])
+    else:
+        overlap = timedelta(seconds=tables.defaults.watermark_overlap_seconds)
+        lower = datetime.fromisoformat(state.watermark) - overlap if state.watermark else None
+        stream, url, page_no, signpost = f"audit-{reader.run_id}", reader.url(lower, None), 1, None
+    signpost = reader.read(AUDIT, stream, url, page_no, signpost, dedupe=True)
+    state = reader.states.load(AUDIT)
+    state.watermark = state_time(signpost) if signpost else state.watermark
+    reader.states.save(state)
+
+
+def _range_name(index: int) -> str:
+    return f"{AUDIT}-range-{index:02d}"
+
+
+def _backfill(reader: _Reader, since: datetime | None, max_ranges: int) -> None:
+    """First read: split [earliest, signpost) into createdon ranges paged side by side, each checkpointed in its
+    own state; the audit watermark is set only when every range is complete."""
+    state = reader.states.load(AUDIT)
+    plans = [reader.states.load(_range_name(i)) for i in range(64)]
+    plans = [p for p in plans if p.mode is not None]
+    if state.signpost is None or not plans:
+        probe = reader.client.get(reader.url(since, None).replace("?", "?$top=1&", 1), kind="audit")
+        first = probe.json.get("value", [])
+        signpost = probe.date or datetime.now(UTC)
+        lower = since or (datetime.fromisoformat(first[0]["createdon"].replace("Z", "+00:00")) if first else signpost)
+        count = max(1, min(max_ranges, 64)) if first else 1
+        span = (signpost - lower) / count
+        bounds = [lower + span * i for i in range(count)] + [signpost]
+        for index in range(count):
+            plan = reader.states.load(_range_name(index))
+            plan.mode, plan.watermark = "watermark", state_time(bounds[index])
+            plan.resume, plan.last_success = None, None
+            # The last range has no upper bound: rows written while the run pages are read now, not lost.
+            plan.signpost = state_time(bounds[index + 1]) if index + 1 < count else None
+            reader.states.save(plan)
+        state.signpost = state_time(signpost)
+        reader.states.save(state)
+        plans = [reader.states.load(_range_name(i)) for i in range(count)]
+
+    def run(index: int, plan: TableState) -> None:
+        if plan.last_success is not None:
+            return
+        name = _range_name(index)
+        if plan.resume:
+            resume = plan.resume
+            reader.read(name, resume["stream"], resume["next_link"], int(resume["page_no"]),
+                        datetime.fromisoformat(resume["started_at"]), dedupe=False)
+            return
+        lower = datetime.fromisoformat(plan.watermark) if plan.watermark else None
+        upper = datetime.fromisoformat(plan.signpost) if plan.signpost else None
+        reader.read(name, f"audit-{reader.run_id}-r{index:02d}", reader.url(lower, upper), 1, None, dedupe=False)
+
+    with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="l2c-audit") as pool:
+        for future in [pool.submit(run, i, plan) for i, plan in enumerate(plans)]:
+            future.result()
+    state = reader.states.load(AUDIT)
+    state.mode, state.watermark, state.last_success = "watermark", state.signpost, state.signpost
+    state.signpost, state.resume = None, None
+    reader.states.save(state)
+    for index in range(len(plans)):
+        reader.states.path(_range_name(index)).unlink(missing_ok=True)
+
+
 def _privilege(message: str) -> str:
     for name in ("prvReadAuditSummary", "prvReadRecordAuditHistory"):
         if name in message:
@@ -130,7 +232,7 @@ def _privilege(message: str) -> str:
 
 
 def _deletions(lake: Lake, frame: pl.DataFrame, metas: dict[str, TableMeta], watermark_tables: set[str],
-               stream: str, page_no: int, run_id: str, result: AuditResult) -> None:
+               stream: str, page_no: int, run_id: str, result: AuditResult, lock: threading.Lock) -> None:
     """Tables read by watermark see deletions only here, at the real delete time from the audit row."""
     deletes = frame.filter(pl.col("operation") == OP_DELETE)
     for table in watermark_tables:
@@ -141,7 +243,8 @@ def _deletions(lake: Lake, frame: pl.DataFrame, metas: dict[str, TableMeta], wat
         gone = rows.select(pl.col("_objectid_value").alias(pk), pl.col("createdon").alias("_deleted_at"))
         lake.write_page(table, f"audit-deletes-{stream}", page_no, gone, run_id=run_id,
                         extracted_at=None, kind="deletions")
-        result.deletions[table] = result.deletions.get(table, 0) + rows.height
+        with lock:
+            result.deletions[table] = result.deletions.get(table, 0) + rows.height
 
 
 def mask_hits(mask: pl.Expr, numbers: list[int]) -> pl.Expr:

@@ -81,7 +81,7 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
                 futures["audit"] = pool.submit(
                     _guarded, states, "audit", sync_audit, client, lake, states, tables, metas, progress,
                     run_id=run_id, page_size=settings.page_size, since=since, watermark_tables=watermark_tables,
-                    batch_get=client.batch_get,
+                    batch_get=client.batch_get, max_ranges=settings.max_concurrency,
                 )
                 for name, future in futures.items():
                     outcome = future.result()

@@ -183,6 +183,7 @@ def _watermark(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: Table
     column = ctx.tables.watermark_column(cfg)
     overlap = timedelta(seconds=ctx.tables.defaults.watermark_overlap_seconds)
     result.before = state.watermark
+    incremental = state.watermark is not None  # only a re-read overlap can hold rows already landed
     resume = state.resume
     if resume:
         stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
@@ -195,7 +196,7 @@ def _watermark(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: Table
         stream, url, page_no, signpost = f"wm-{ctx.run_id}", query.url(), 1, None
     for page in pages(ctx.client, url, prefer(ctx.page_size), kind="page", start_page=page_no):
         signpost = signpost or page.server_time
-        _land(ctx, cfg, meta, stream, page.number, page.records, page.server_time, result, drop_known=True)
+        _land(ctx, cfg, meta, stream, page.number, page.records, page.server_time, result, drop_known=incremental)
         state = ctx.states.load(cfg.name)
         state.mode = "watermark"
         if page.next_link:

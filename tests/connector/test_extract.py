@@ -177,3 +177,30 @@ def test_sigkill_at_random_points_then_rerun_gives_the_same_lake(tmp_path: Path)
         assert final.returncode == 0, final.stderr
         for name in [t.name for t in load_tables().table] + ["audit", "audit_details"]:
             assert Lake(reference).fingerprint(name) == Lake(tmp_path / "killed").fingerprint(name), name
+
+
+def test_first_audit_backfill_is_split_into_ranges_read_side_by_side(tmp_path: Path) -> None:
+    with Sandbox(tmp_path / "sb", OrgState(seed=9, leads=800)) as sandbox:
+        result = extract(settings_for(sandbox, tmp_path / "data", L2C_MAX_CONCURRENCY=4, L2C_PAGE_SIZE=500))
+        assert result.exit_code == 0, result.errors
+        streams = Lake(tmp_path / "data").scan("audit").select("_stream").unique().collect().get_column("_stream")
+        assert sorted(s.rsplit("-", 1)[1] for s in streams.to_list()) == ["r00", "r01", "r02", "r03"]
+        landed = Lake(tmp_path / "data").current("audit", "auditid").height
+        audited = [t.name for t in load_tables().audited]
+        assert landed == sandbox.org.audits.filter(pl.col("objecttypecode").is_in(audited)).height
+        assert not list((tmp_path / "data" / "state").glob("audit-range-*"))  # plans removed once complete
+
+
+def test_a_table_without_change_tracking_gets_its_deletions_from_the_audit(tmp_path: Path) -> None:
+    options = SandboxOptions(change_tracking_off={"quote", "salesorder", "invoice"})
+    with Sandbox(tmp_path / "sb", OrgState(seed=6, leads=1000), options) as sandbox:
+        settings = settings_for(sandbox, tmp_path / "data")
+        assert extract(settings).exit_code == 0
+        first = sandbox.org
+        sandbox.advance(12)  # a watermark has no token to expire
+        gone = sandbox.org.deleted.filter(pl.col("version") > first.max_version)
+        assert gone.height > 0, "precondition: the org deleted quotes, orders or invoices in those days"
+        result = extract(settings)
+        assert result.exit_code == 0, result.errors
+        assert result.audit is not None and sum(result.audit.deletions.values()) == gone.height
+        assert_lake_matches_org(Lake(tmp_path / "data"), sandbox)
