@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,6 +64,16 @@ class Settings(BaseSettings):
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError(f"must be an https:// URL, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("since")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"must be an ISO date such as 2024-01-31, got {value!r}") from None
+        return value or None
 
     @property
     def uses_sandbox(self) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from config.settings import Settings, load_settings
 from l2c.errors import ConfigError
 
-VARS = ("DATAVERSE_URL", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "L2C_DATA_DIR",
+VARS = ("L2C_SINCE", "DATAVERSE_URL", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "L2C_DATA_DIR",
         "L2C_MAX_CONCURRENCY", "L2C_PAGE_SIZE", "L2C_CA_BUNDLE", "AZURE_AUTHORITY_HOST")
 
 
@@ -59,6 +59,7 @@ def test_secret_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     ("L2C_MAX_CONCURRENCY", "53", "less than or equal to 52"),
     ("L2C_PAGE_SIZE", "5001", "less than or equal to 5000"),
     ("L2C_PAGE_SIZE", "many", "valid integer"),
+    ("L2C_SINCE", "last tuesday", "must be an ISO date"),
 ])
 def test_invalid_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
     monkeypatch.setenv(name, value)
