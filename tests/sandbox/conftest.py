@@ -18,6 +18,7 @@ import requests
 
 from connector.tls import trusting_session
 from sandbox.runtime import CLIENT_ID, TENANT_ID, OrgState, Sandbox, SandboxOptions
+from sandbox.schema import DATA_TABLES, TABLES
 from sandbox.server import Faults, SandboxServer
 from sandbox.tls import SandboxTLS, make_tls
 from sandbox.wire import App
@@ -198,3 +199,7 @@ def api_start(tmp_path: Path) -> Iterator[StartSandbox]:
         numbers = itertools.count()
 
         yield start
+
+
+# entity set -> (table, primary key) of every data table the simulator fills, from the sandbox schema
+DATA_ENTITY_SETS = {TABLES[name].entity_set: (name, TABLES[name].primary_id) for name in DATA_TABLES}

@@ -16,18 +16,9 @@ import pytest
 import requests
 
 from sandbox.runtime import OrgState, SandboxOptions
-from tests.sandbox.conftest import ApiClient, StartSandbox, error_of, page_values
+from tests.sandbox.conftest import DATA_ENTITY_SETS, ApiClient, StartSandbox, error_of, page_values
 
-TRACKED = {
-    "leads": ("lead", "leadid"),
-    "opportunities": ("opportunity", "opportunityid"),
-    "quotes": ("quote", "quoteid"),
-    "salesorders": ("salesorder", "salesorderid"),
-    "invoices": ("invoice", "invoiceid"),
-    "accounts": ("account", "accountid"),
-    "systemusers": ("systemuser", "systemuserid"),
-    "transactioncurrencies": ("transactioncurrency", "transactioncurrencyid"),
-}
+TRACKED = DATA_ENTITY_SETS
 PREFER = "odata.track-changes,odata.maxpagesize=17"
 EXPIRED = (400, "0x80044352",
            "Version stamp associated with the client has expired. Please perform a full sync.")

@@ -19,20 +19,10 @@ import pytest
 import requests
 
 from sandbox.runtime import OrgState, Sandbox
-from tests.sandbox.conftest import ApiClient, StartSandbox, error_of, page_values
+from tests.sandbox.conftest import DATA_ENTITY_SETS, ApiClient, StartSandbox, error_of, page_values
 
 # entity set -> (table, primary key); audits is the read-only audit table
-ENTITY_SETS = {
-    "leads": ("lead", "leadid"),
-    "opportunities": ("opportunity", "opportunityid"),
-    "quotes": ("quote", "quoteid"),
-    "salesorders": ("salesorder", "salesorderid"),
-    "invoices": ("invoice", "invoiceid"),
-    "accounts": ("account", "accountid"),
-    "systemusers": ("systemuser", "systemuserid"),
-    "transactioncurrencies": ("transactioncurrency", "transactioncurrencyid"),
-    "audits": ("audit", "auditid"),
-}
+ENTITY_SETS = {**DATA_ENTITY_SETS, "audits": ("audit", "auditid")}
 PAGE = 97
 FORMATTED = "@OData.Community.Display.V1.FormattedValue"
 LOGICAL = "@Microsoft.Dynamics.CRM.lookuplogicalname"
