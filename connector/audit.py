@@ -4,10 +4,10 @@ Audit rows are read by a `createdon` watermark (closed lower bound with an overl
 time of the first page, rows already landed dropped by auditid). A first backfill is split into createdon
 ranges read side by side. The Web API's audit rows carry no old/new values ([PD]
 auditing/retrieve-audit-data.md: `changedata` is not exposed); those come from `RetrieveAuditDetails`, asked
-only for the Update rows whose attributemask names a column listed in `audit_columns`, in `$batch` requests
-(a batch counts once against the request limit, [PD] api-limits.md). Details are "needed minus landed", so
-a killed run simply fetches what is still missing. Without the audit privilege the run goes on without
-audit and says so.
+only for the Update rows whose attributemask names a column listed in `audit_columns` (and the rare Delete
+rows), in `$batch` requests (a batch counts once against the request limit, [PD] api-limits.md). Details
+are "needed minus landed", so a killed run simply fetches what is still missing. Without the audit
+privilege the run goes on without audit and says so.
 """
 
 from __future__ import annotations
@@ -261,11 +261,13 @@ def needed_details(lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta]
     audit = lake.scan(AUDIT)
     wanted: list[pl.DataFrame] = []
     for cfg in tables.audited:
-        if not cfg.audit_columns or cfg.name not in metas:
+        if cfg.name not in metas:
             continue
         numbers = list(metas[cfg.name].column_numbers(cfg.audit_columns))
-        hits = (audit.filter((pl.col("objecttypecode") == cfg.name) & (pl.col("operation") == OP_UPDATE)
-                             & mask_hits(pl.col("attributemask"), numbers))
+        # Update rows that change an audit column, and every Delete row: its old values name the record's links
+        # (e.g. a quote's opportunity) even when the record was created and deleted between two runs.
+        changes = (pl.col("operation") == OP_UPDATE) & mask_hits(pl.col("attributemask"), numbers)
+        hits = (audit.filter((pl.col("objecttypecode") == cfg.name) & (changes | (pl.col("operation") == OP_DELETE)))
                 .select("auditid", "objecttypecode", "_objectid_value").unique("auditid").collect())
         wanted.append(hits)
     if not wanted:

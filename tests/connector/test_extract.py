@@ -20,7 +20,7 @@ import pytest
 
 from config.settings import Settings
 from config.tables import load_tables
-from connector.audit import OP_UPDATE, mask_numbers
+from connector.audit import OP_DELETE, OP_UPDATE, mask_numbers
 from connector.extract import extract
 from connector.lake import Lake
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
@@ -56,14 +56,14 @@ def assert_lake_matches_org(lake: Lake, sandbox: Sandbox) -> None:
 
 
 def expected_details(sandbox: Sandbox) -> set[str]:
-    """Update audit rows whose attributemask names a declared audit column, from the org's own audit."""
+    """Update audit rows whose attributemask names a declared audit column, and Delete rows, from the org's audit."""
     out: set[str] = set()
     audits = sandbox.org.audits
     for cfg in load_tables().audited:
         numbers = {TABLES[cfg.name].by_name[c].number for c in cfg.audit_columns}
-        rows = audits.filter((pl.col("objecttypecode") == cfg.name) & (pl.col("operation") == OP_UPDATE))
-        for auditid, mask in rows.select("auditid", "attributemask").iter_rows():
-            if mask_numbers(mask) & numbers:
+        rows = audits.filter(pl.col("objecttypecode") == cfg.name)
+        for auditid, operation, mask in rows.select("auditid", "operation", "attributemask").iter_rows():
+            if (operation == OP_UPDATE and mask_numbers(mask) & numbers) or operation == OP_DELETE:
                 out.add(auditid)
     return out
 

@@ -1,0 +1,85 @@
+"""The activity rules (config/activities.toml) as typed, validated data.
+
+Invalid rules fail before any work with a ConfigError naming the rule and the problem (exit 2): unknown keys,
+a trigger without what it needs (`action` for "action", `column` and `to`/`above` for "changed"), a table
+or column not declared in config/tables.toml.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from config.tables import TablesConfig
+from l2c.errors import ConfigError
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    table: str
+    trigger: Literal["created", "deleted", "action", "changed"]
+    action: int | None = None
+    column: str | None = None
+    to: int | float | str | bool | None = None
+    above: float | None = None
+    record_date: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Rule:
+        if self.trigger == "action" and self.action is None:
+            raise ValueError("trigger 'action' needs `action = <audit action code>`")
+        if self.trigger == "changed":
+            if not self.column:
+                raise ValueError("trigger 'changed' needs `column`")
+            if (self.to is None) == (self.above is None):
+                raise ValueError("trigger 'changed' needs exactly one of `to` or `above`")
+        elif self.column or self.to is not None or self.above is not None:
+            raise ValueError(f"`column`/`to`/`above` only go with trigger 'changed', not '{self.trigger}'")
+        return self
+
+
+class Catalogue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    activity: list[Rule] = Field(min_length=1)
+
+
+def load_activities(path: Path, tables: TablesConfig) -> list[Rule]:
+    try:
+        data = tomllib.loads(Path(path).read_text("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the activity map {path}: {exc.strerror}",
+                          hint="set L2C_ACTIVITY_MAP to an existing file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        rules = Catalogue.model_validate(data).activity
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"]
+        where = "top level"
+        if len(loc) >= 2 and loc[0] == "activity" and isinstance(loc[1], int):
+            entries = data.get("activity", [])
+            name = entries[loc[1]].get("name", f"#{loc[1] + 1}") if isinstance(entries, list) else "?"
+            where = f"rule '{name}'" + (f" {'.'.join(map(str, loc[2:]))}" if len(loc) > 2 else "")
+        raise ConfigError(f"{path}: {where}: {first['msg']}", hint="fix the rule (see the file's header)") from None
+    declared = {t.name: t for t in tables.table}
+    for rule in rules:
+        table = declared.get(rule.table)
+        if table is None:
+            raise ConfigError(f"{path}: rule '{rule.name}': table {rule.table} is not declared",
+                              hint="declare it in config/tables.toml")
+        for column in (rule.column, rule.record_date):
+            if column and column not in table.columns:
+                raise ConfigError(f"{path}: rule '{rule.name}': column {column} is not among the declared columns "
+                                  f"of {rule.table}", hint="add it to the table's `columns` in config/tables.toml")
+        if rule.trigger in ("action", "changed", "deleted") and not table.audit:
+            raise ConfigError(f"{path}: rule '{rule.name}' needs the audit history of {rule.table}",
+                              hint=f"set audit = true for {rule.table} in config/tables.toml")
+        if rule.trigger == "changed" and rule.column not in table.audit_columns:
+            raise ConfigError(f"{path}: rule '{rule.name}' reads changes of {rule.table}.{rule.column}",
+                              hint=f"add {rule.column} to audit_columns of {rule.table} in config/tables.toml")
+    return rules
