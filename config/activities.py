@@ -8,6 +8,7 @@ or column not declared in config/tables.toml.
 from __future__ import annotations
 
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -47,7 +48,10 @@ class Catalogue(BaseModel):
     activity: list[Rule] = Field(min_length=1)
 
 
-def load_activities(path: Path, tables: TablesConfig) -> list[Rule]:
+def load_activities(path: Path | None, tables: TablesConfig) -> list[Rule]:
+    """The rules at `path`, or the packaged default catalogue (config/activities.toml)."""
+    if path is None:
+        path = Path(str(resources.files("config").joinpath("activities.toml")))
     try:
         data = tomllib.loads(Path(path).read_text("utf-8"))
     except OSError as exc:

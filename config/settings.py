@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     since: str | None = Field(default=None, validation_alias="L2C_SINCE")
     max_concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY, validation_alias="L2C_MAX_CONCURRENCY")
     page_size: int = Field(default=MAX_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, validation_alias="L2C_PAGE_SIZE")
-    activity_map: Path = Field(default=Path("config/activities.toml"), validation_alias="L2C_ACTIVITY_MAP")
+    activity_map: Path | None = Field(default=None, validation_alias="L2C_ACTIVITY_MAP")  # default: packaged
     tables_file: Path | None = Field(default=None, validation_alias="L2C_TABLES")  # default: config/tables.toml
     # The built-in sandbox's org when DATAVERSE_URL is unset (its clock moves with `l2c sandbox advance`).
     sandbox_seed: int = Field(default=42, validation_alias="L2C_SANDBOX_SEED")

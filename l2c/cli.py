@@ -49,6 +49,12 @@ def _doctor(args: argparse.Namespace) -> int:
         return doctor(settings)
 
 
+def _transform(args: argparse.Namespace) -> int:
+    from l2c import pipeline
+
+    return pipeline.transform_only(args)
+
+
 def _not_yet(name: str, issue: int) -> Command:
     def command(args: argparse.Namespace) -> int:
         raise L2CError(f"`l2c {name}` is not available in this version", hint=f"it arrives with issue #{issue}")
@@ -86,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", help="extract + transform + load (what `make extract` calls)").set_defaults(func=_run)
     sub.add_parser("extract", help="incremental pull into the raw lake").set_defaults(func=_extract)
-    sub.add_parser("transform", help="build the event log from the lake").set_defaults(
-        func=_not_yet("transform", 11))
+    sub.add_parser("transform", help="build the event log from the lake: event_log.parquet + l2c.duckdb").set_defaults(
+        func=_transform)
     export = sub.add_parser("export", help="files for mining tools")
     export.add_argument("--format", required=True, choices=["xes", "ocel2-sqlite", "ocel2-json", "csv"])
     export.add_argument("--out", required=True)

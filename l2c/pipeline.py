@@ -1,5 +1,5 @@
 """Orchestration of a run: resolve where Dataverse is (a real org or the in-process sandbox), then
-extract -> transform -> load. The transform and load steps arrive with issue #11.
+extract -> transform (event_log.parquet) -> load (l2c.duckdb).
 """
 
 from __future__ import annotations
@@ -45,5 +45,17 @@ def extract_only(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def transform_only(args: argparse.Namespace) -> int:
+    from l2c.build import transform
+
+    result = transform(load_settings())
+    print(f"transform: {result.events} events in {result.cases} cases -> {result.event_log} and {result.database}"
+          + (f"; {result.orphans} events link to no case" if result.orphans else ""), flush=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    return extract_only(args)
+    code = extract_only(args)
+    if code != 0:
+        return code
+    return transform_only(args)

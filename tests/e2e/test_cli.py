@@ -7,6 +7,7 @@ import subprocess
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import msal
 import polars as pl
 import pytest
@@ -32,6 +33,10 @@ def test_run_without_url_uses_the_sandbox_and_lands_every_row(l2c, tmp_path: Pat
         pk = TABLES[table].primary_id
         assert sorted(lake.current(table, pk).get_column(pk).to_list()) == sorted(frame.get_column(pk).to_list())
         assert re.search(rf"^{table}: delta, {frame.height} rows", done.stdout, flags=re.M), table
+    assert re.search(r"^transform: \d+ events in \d+ cases", done.stdout, flags=re.M)
+    with duckdb.connect(str(tmp_path / "data" / "l2c.duckdb"), read_only=True) as con:
+        events = con.execute('select count(*) from event_log_pm4py').fetchone()
+    assert events == (org.truth.height,)
     again = l2c("run", L2C_SANDBOX_LEADS=LEADS, L2C_SANDBOX_SEED="7")
     assert again.returncode == 0, again.stderr
     assert re.search(r"^lead: delta, 0 rows", again.stdout, flags=re.M)  # nothing changed: nothing landed

@@ -1,0 +1,40 @@
+"""The event log: events joined to their cases, resources and case attributes, in CONTRACT.md's columns.
+
+`event_id` names the source fact (source/source row id/activity), so the same fact gets the same id on every
+run. Events whose record links to no case are kept out of the log and returned apart (orphans), for
+the data-quality report. Rows are sorted by case_id, timestamp, then activity and event_id for a stable order.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from transforms.cases import attributes, case_of, links
+
+COLUMNS = ["event_id", "case_id", "case_type", "activity", "timestamp", "end_timestamp", "resource", "object_type",
+           "object_id", "source", "owner", "outcome", "amount", "currency", "lead_source", "stage", "account", "region"]
+
+
+def build(events: pl.LazyFrame, records: dict[str, pl.LazyFrame], deleted_details: pl.LazyFrame,
+          users: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(event_log, cases, orphans) from events and the newest landed version of every record."""
+    link = links(records, deleted_details)
+    opportunities = records["opportunity"].select(
+        "opportunityid", pl.col("_originatingleadid_value").alias("lead_id"), "createdon")
+    case_map = case_of(link, opportunities)
+    located = events.join(case_map, on=["object_type", "object_id"], how="left")
+    names = users.select(pl.col("systemuserid").alias("user_id"), pl.col("fullname").alias("resource"))
+    with_ids = located.join(names, on="user_id", how="left").with_columns(
+        # Readable and stable across library versions (a hash function's output is not promised to be).
+        pl.concat_str([pl.col("source"), pl.col("source_id"), pl.col("activity")], separator="/").alias("event_id"),
+        pl.col("timestamp").alias("end_timestamp"),
+    )
+    orphans = with_ids.filter(pl.col("case_id").is_null()).collect()
+    placed = with_ids.filter(pl.col("case_id").is_not_null())
+    cases = attributes(placed, records).collect()
+    log = (placed.join(cases.lazy(), on=["case_id", "case_type"], how="left")
+           .select(COLUMNS).sort(["case_id", "timestamp", "activity", "event_id"]).collect())
+    case_table = (cases.join(log.group_by("case_id").agg(
+        pl.len().alias("events"), pl.col("timestamp").min().alias("started"), pl.col("timestamp").max().alias("ended")),
+        on="case_id", how="left").sort("case_id"))
+    return log, case_table, orphans
