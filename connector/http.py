@@ -1,11 +1,10 @@
 """The one HTTP client for the Dataverse Web API: a pooled session, a bearer token on every request, one status
-policy (`validate_response`), retries with tenacity inside a per-request time budget, a Retry-After gate and an
-AIMD concurrency limiter shared by every thread, `$batch` GETs, and request counters per kind for the run
-manifest. Service protection is per user ([PD] api-limits.md), so a 429 any thread receives pauses them all
-until its Retry-After has passed, and halves the concurrency once per storm. 500/502/503/504, dropped or reset
-connections, read timeouts and truncated bodies are retried with exponential backoff and full jitter; a 401
-signs in again once. Foreign errors (requests) become ours here and nowhere else, and no message or log line
-carries the token or a query string's values.
+policy (`validate_response`), retries with tenacity inside a per-request time budget, `$batch` GETs (the wire
+format is connector/batch.py) and request counters per kind for the run manifest. Every request waits on the
+service-protection gate and limiter of connector/throttle.py, and feeds them each 429 and x-ms-dop-hint it sees.
+500/502/503/504, dropped or reset connections, read timeouts and truncated bodies are retried with exponential
+backoff and full jitter; a 401 signs in again once. Foreign errors (requests) become ours here and nowhere else,
+and no message or log line carries the token or a query string's values.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,13 +29,14 @@ import tenacity
 from requests.structures import CaseInsensitiveDict
 from requests.utils import requote_uri
 
-from config.settings import MAX_CONCURRENCY, Settings
+from config.settings import Settings
 from connector.auth import TokenProvider
+from connector.batch import MAX_BATCH, encode_batch, parse_batch  # importable from here too, as before
+from connector.throttle import AdaptiveLimiter, RetryAfterGate, retry_after  # likewise
 from connector.tls import trusting_session
 from l2c.errors import AuthError, ConfigError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
 
 API_PATH = "/api/data/v9.2/"
-MAX_BATCH = 1000  # requests per $batch ([PD] webapi/execute-batch-operations-using-web-api.md)
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 STORM_QUIET_S = 60.0  # a retry after this long without one starts a new storm (and one new warning)
 
@@ -120,14 +119,6 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?" + "&".join(names) if names else "")
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    try:
-        seconds = float(headers.get("Retry-After") or "")
-    except ValueError:  # the HTTP-date form: Dataverse sends whole seconds ([PD] api-limits.md)
-        return None
-    return seconds if seconds >= 0 else None
-
-
 def server_date(values: Sequence[str]) -> datetime | None:
     for value in reversed(values):  # one Date is the rule (RFC 9110); if a proxy added one, the origin's is last
         try:
@@ -136,74 +127,6 @@ def server_date(values: Sequence[str]) -> datetime | None:
             continue
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     return None
-
-
-class RetryAfterGate:
-    """The moment before which no thread of the client may send: set by a 429's Retry-After, never moved back."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        self._clock, self._sleep = clock, sleep
-        self._until = 0.0
-        self._lock = threading.Lock()
-
-    def block(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, self._clock() + seconds)
-
-    def remaining(self) -> float:
-        with self._lock:
-            return max(0.0, self._until - self._clock())
-
-    def wait(self) -> None:
-        while (left := self.remaining()) > 0:  # another 429 may move the moment while we sleep
-            self._sleep(left)
-
-
-class AdaptiveLimiter:
-    """AIMD concurrency shared by all threads: halves on a 429 (once per Retry-After window), grows by one after
-    as many successes in a row as the current limit; never above 52, max_concurrency or the x-ms-dop-hint."""
-
-    def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._configured = max(1, min(ceiling, MAX_CONCURRENCY))
-        self.ceiling = self.limit = self._configured
-        self._clock = clock
-        self._in_use = self._successes = 0
-        self._calm_at = 0.0
-        self._cond = threading.Condition()
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        with self._cond:
-            while self._in_use >= self.limit:
-                self._cond.wait()
-            self._in_use += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._in_use -= 1
-                self._cond.notify()
-
-    def hint(self, dop: int) -> None:
-        with self._cond:
-            self.ceiling = max(1, min(self._configured, dop))
-            self.limit = min(self.limit, self.ceiling)
-
-    def succeeded(self) -> None:
-        with self._cond:
-            self._successes += 1
-            if self._successes >= self.limit and self.limit < self.ceiling:
-                self.limit += 1
-                self._successes = 0
-                self._cond.notify()
-
-    def throttled(self, window_s: float) -> None:
-        with self._cond:
-            self._successes = 0
-            now = self._clock()
-            if now >= self._calm_at:  # the other 429s of the same window are the same storm
-                self.limit = max(1, self.limit // 2)
-                self._calm_at = now + max(window_s, 1.0)
 
 
 class DataverseClient:
@@ -448,69 +371,6 @@ class DataverseClient:
             parts = urlsplit(absolute)
             return parts.path + (f"?{parts.query}" if parts.query else "")
         return requote_uri(url if url.startswith("/") else API_PATH + url)
-
-
-def encode_batch(boundary: str, targets: Sequence[str], prefer: Sequence[str]) -> bytes:
-    lines: list[str] = []
-    for target in targets:
-        lines += [f"--{boundary}", "Content-Type: application/http", "Content-Transfer-Encoding: binary", "",
-                  f"GET {target} HTTP/1.1", "Accept: application/json"]
-        if prefer:
-            lines.append(f"Prefer: {','.join(prefer)}")
-        lines += ["", ""]
-    lines.append(f"--{boundary}--")
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
-
-
-_BOUNDARY = re.compile(r'boundary="?([^";,\s]+)"?', re.IGNORECASE)
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-
-
-def parse_batch(content_type: str, body: bytes) -> list[tuple[int, CaseInsensitiveDict[str], bytes]]:
-    """(status, headers, body) of every application/http part of a multipart/mixed answer, change sets
-    flattened, in order. ValueError when the body is cut short or malformed."""
-    match = _BOUNDARY.search(content_type)
-    if not match:
-        raise ValueError("no boundary")
-    delimiter = re.compile(rb"(?:\A|\r?\n)--" + re.escape(match.group(1).encode()) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
-    chunks: list[bytes] = []
-    start: int | None = None
-    for found in delimiter.finditer(body):
-        if start is not None:
-            chunks.append(body[start:found.start()])
-        if found.group(1):
-            break
-        start = found.end()
-    else:
-        raise ValueError("no closing delimiter")
-    parts: list[tuple[int, CaseInsensitiveDict[str], bytes]] = []
-    for chunk in chunks:
-        _, part_head, content = _split_head(chunk)
-        part_type = part_head.get("Content-Type", "")
-        if part_type.lower().startswith("multipart/mixed"):
-            parts += parse_batch(part_type, content)
-            continue
-        status_line, headers, payload = _split_head(content)
-        fields = status_line.split(" ", 2)
-        if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
-            raise ValueError(f"bad status line {status_line[:40]!r}")
-        parts.append((int(fields[1]), headers, payload))
-    return parts
-
-
-def _split_head(chunk: bytes) -> tuple[str, CaseInsensitiveDict[str], bytes]:
-    """(first line, headers, rest) of a header block followed by a blank line and a body."""
-    pieces = _BLANK_LINE.split(chunk, maxsplit=1)
-    lines = pieces[0].decode("utf-8", "replace").splitlines()
-    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
-    first = ""
-    for number, line in enumerate(lines):
-        name, colon, value = line.partition(":")
-        if colon and not (number == 0 and line.startswith("HTTP/")):
-            headers[name.strip()] = value.strip()
-        elif number == 0:
-            first = line.strip()
-    return first, headers, pieces[1] if len(pieces) > 1 else b""
 
 
 def _decode(headers: Mapping[str, str], body: bytes) -> Any:
