@@ -2,7 +2,8 @@
 
 Invalid rules fail before any work with a ConfigError naming the rule and the problem (exit 2): unknown keys,
 a trigger without what it needs (`action` for "action", `column` and `to`/`above` for "changed"), a table
-or column not declared in config/tables.toml.
+or column not declared in config/tables.toml, a `snapshot` on a trigger other than "action" (the others read
+the rows directly), a `record_when` without `record_date` or without `to`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from config.tables import TablesConfig
 from l2c.errors import ConfigError
 
+Scalar = int | float | str | bool
+
+
+class Condition(BaseModel):
+    """A column of the rows moving into `to` (a value, or any of a list); without `to`, any change of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    column: str = Field(min_length=1)
+    to: Scalar | list[Scalar] | None = None
+
+    @property
+    def targets(self) -> list[Scalar] | None:
+        return None if self.to is None else self.to if isinstance(self.to, list) else [self.to]
+
 
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -28,6 +43,8 @@ class Rule(BaseModel):
     to: int | float | str | bool | None = None
     above: float | None = None
     record_date: str | None = None
+    record_when: Condition | None = None  # the record_date dates the rule only for rows in this state
+    snapshot: Condition | None = None  # what an "action" looks like in the rows when there is no audit
 
     @model_validator(mode="after")
     def _complete(self) -> Rule:
@@ -40,6 +57,10 @@ class Rule(BaseModel):
                 raise ValueError("trigger 'changed' needs exactly one of `to` or `above`")
         elif self.column or self.to is not None or self.above is not None:
             raise ValueError(f"`column`/`to`/`above` only go with trigger 'changed', not '{self.trigger}'")
+        if self.snapshot is not None and self.trigger != "action":
+            raise ValueError(f"`snapshot` only goes with trigger 'action', not '{self.trigger}'")
+        if self.record_when is not None and (self.record_date is None or self.record_when.to is None):
+            raise ValueError("`record_when` needs `record_date` and `to`")
         return self
 
 
@@ -64,7 +85,7 @@ def load_activities(path: Path | None, tables: TablesConfig) -> list[Rule]:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = first["loc"]
-        where = "top level"
+        where = ".".join(map(str, loc)) or "top level"
         if len(loc) >= 2 and loc[0] == "activity" and isinstance(loc[1], int):
             entries = data.get("activity", [])
             name = entries[loc[1]].get("name", f"#{loc[1] + 1}") if isinstance(entries, list) else "?"
@@ -76,7 +97,8 @@ def load_activities(path: Path | None, tables: TablesConfig) -> list[Rule]:
         if table is None:
             raise ConfigError(f"{path}: rule '{rule.name}': table {rule.table} is not declared",
                               hint="declare it in config/tables.toml")
-        for column in (rule.column, rule.record_date):
+        conditions = (rule.snapshot, rule.record_when)
+        for column in (rule.column, rule.record_date, *(c.column for c in conditions if c is not None)):
             if column and column not in table.columns:
                 raise ConfigError(f"{path}: rule '{rule.name}': column {column} is not among the declared columns "
                                   f"of {rule.table}", hint="add it to the table's `columns` in config/tables.toml")

@@ -1,0 +1,46 @@
+"""config/activities.toml validation: the packaged catalogue is valid and covers CONTRACT.md's catalogue;
+invalid rules as a table of (TOML, message) fail with a ConfigError (exit 2) naming the rule and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.activities import load_activities
+from config.tables import load_tables
+from l2c.errors import ConfigError
+from sandbox.simulator import ACTIVITIES
+
+RULE = '[[activity]]\nname = "X"\ntable = "quote"\n'
+
+
+def test_packaged_catalogue_is_valid_and_complete() -> None:
+    rules = load_activities(None, load_tables())
+    assert {r.name for r in rules} == set(ACTIVITIES)  # the default catalogue of CONTRACT.md
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("", "activity: Field required"),
+    (RULE, "rule 'X' trigger: Field required"),
+    (RULE + 'trigger = "sometimes"\n', "rule 'X' trigger"),
+    (RULE + 'trigger = "action"\n', "trigger 'action' needs `action"),
+    (RULE + 'trigger = "changed"\nto = 1\n', "trigger 'changed' needs `column`"),
+    (RULE + 'trigger = "changed"\ncolumn = "statecode"\n', "exactly one of `to` or `above`"),
+    (RULE + 'trigger = "changed"\ncolumn = "statecode"\nto = 1\nabove = 2\n', "exactly one of `to` or `above`"),
+    (RULE + 'trigger = "created"\ncolumn = "statecode"\n', "only go with trigger 'changed'"),
+    (RULE + 'trigger = "created"\ncolour = "red"\n', "rule 'X' colour: Extra inputs"),
+    ('[[activity]]\nname = "X"\ntable = "contract"\ntrigger = "created"\n', "table contract is not declared"),
+    (RULE + 'trigger = "changed"\ncolumn = "signedon"\nto = 1\n', "column signedon is not among the declared"),
+    (RULE + 'trigger = "changed"\ncolumn = "totalamount"\nabove = 0\n', "reads changes of quote.totalamount"),
+    ('[[activity]]\nname = "X"\ntable = "account"\ntrigger = "action"\naction = 13\n',
+     "needs the audit history of account"),
+    ("[[activity]\n", "is not valid TOML"),
+])
+def test_invalid_rules(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "activities.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_activities(path, load_tables())
+    assert message in str(caught.value), str(caught.value)
+    assert caught.value.exit_code == 2
