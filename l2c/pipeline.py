@@ -47,10 +47,12 @@ def extract_only(args: argparse.Namespace) -> int:
 
 def transform_only(args: argparse.Namespace) -> int:
     from l2c.build import transform
+    from transforms.quality import describe
 
     result = transform(load_settings())
     print(f"transform: {result.events} events in {result.cases} cases -> {result.event_log} and {result.database}"
           + (f"; {result.orphans} events link to no case" if result.orphans else ""), flush=True)
+    print(describe(result.quality) + " (details: table quality_issues)", flush=True)
     return 0
 
 

@@ -1,0 +1,35 @@
+"""A sandbox org extracted and transformed once per test module: the database the views run on, next to the
+simulator's own record of the org (truth events and live rows), which the expected values come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from config.settings import Settings
+from connector.extract import extract
+from l2c.build import BuildResult, transform
+from sandbox.runtime import OrgState, Sandbox
+from tests.connector.test_extract import settings_for
+
+# Seed 12 has sales reps at UTC+00:00 as well as east and west of it (UserLocal dates shift only for some).
+SEED, LEADS = 12, 1000
+
+
+@dataclass
+class BuiltOrg:
+    settings: Settings
+    result: BuildResult
+    truth: pl.DataFrame
+    rows: dict[str, pl.DataFrame]
+
+
+def build_org(tmp: Path, seed: int = SEED, leads: int = LEADS) -> BuiltOrg:
+    with Sandbox(tmp / "sandbox", OrgState(seed=seed, leads=leads)) as sandbox:
+        settings = settings_for(sandbox, tmp / "data")
+        extracted = extract(settings)
+        assert extracted.exit_code == 0, extracted.errors
+        result = transform(settings)
+        return BuiltOrg(settings, result, sandbox.org.truth, dict(sandbox.org.rows))
