@@ -1,5 +1,6 @@
-"""config/activities.toml validation: the packaged catalogue is valid and covers CONTRACT.md's catalogue;
-invalid rules as a table of (TOML, message) fail with a ConfigError (exit 2) naming the rule and the problem."""
+"""config/activities.toml validation: the packaged catalogue is valid, covers CONTRACT.md's catalogue and gives
+every action rule an audit-free equivalent; invalid rules as a table of (TOML, message) fail with a ConfigError
+(exit 2) naming the rule and the problem."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ def test_packaged_catalogue_is_valid_and_complete() -> None:
     assert {r.name for r in rules} == set(ACTIVITIES)  # the default catalogue of CONTRACT.md
 
 
+def test_every_packaged_action_rule_has_a_snapshot_equivalent() -> None:
+    rules = load_activities(None, load_tables())
+    assert all(r.snapshot is not None for r in rules if r.trigger == "action")
+    closed = next(r for r in rules if r.name == "Quote Closed")
+    assert closed.snapshot is not None and closed.snapshot.targets == [5, 6]
+    owner = next(r for r in rules if r.name == "Owner Changed")
+    assert owner.snapshot is not None and owner.snapshot.targets is None  # any change
+
+
 @pytest.mark.parametrize(("toml", "message"), [
     ("", "activity: Field required"),
     (RULE, "rule 'X' trigger: Field required"),
@@ -36,6 +46,20 @@ def test_packaged_catalogue_is_valid_and_complete() -> None:
     ('[[activity]]\nname = "X"\ntable = "account"\ntrigger = "action"\naction = 13\n',
      "needs the audit history of account"),
     ("[[activity]\n", "is not valid TOML"),
+    # the audit-free parts of a rule (`snapshot`, `record_when`)
+    (RULE + 'trigger = "action"\naction = 4\nsnapshot = { column = "signedon", to = 1 }\n',
+     "column signedon is not among the declared"),
+    (RULE + 'trigger = "action"\naction = 4\nsnapshot = { to = 1 }\n', "snapshot.column: Field required"),
+    (RULE + 'trigger = "action"\naction = 4\nsnapshot = { column = "statecode", into = 1 }\n',
+     "snapshot.into: Extra inputs"),
+    (RULE + 'trigger = "created"\nsnapshot = { column = "statecode", to = 1 }\n',
+     "`snapshot` only goes with trigger 'action'"),
+    (RULE + 'trigger = "action"\naction = 4\nrecord_when = { column = "statecode", to = 1 }\n',
+     "`record_when` needs `record_date` and `to`"),
+    (RULE + 'trigger = "action"\naction = 4\nrecord_date = "closedon"\nrecord_when = { column = "statecode" }\n',
+     "`record_when` needs `record_date` and `to`"),
+    (RULE + 'trigger = "action"\naction = 4\nrecord_date = "closedon"\nrecord_when = { column = "colour", to = 1 }\n',
+     "column colour is not among the declared"),
 ])
 def test_invalid_rules(tmp_path: Path, toml: str, message: str) -> None:
     path = tmp_path / "activities.toml"

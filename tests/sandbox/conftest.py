@@ -203,3 +203,16 @@ def api_start(tmp_path: Path) -> Iterator[StartSandbox]:
 
 # entity set -> (table, primary key) of every data table the simulator fills, from the sandbox schema
 DATA_ENTITY_SETS = {TABLES[name].entity_set: (name, TABLES[name].primary_id) for name in DATA_TABLES}
+
+
+class FakeClock:
+    """A settable clock for the sandbox's time-based parts (service protection, token expiry); no sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -9,20 +9,12 @@ import pytest
 
 from sandbox.protection import Limits, Protection, Throttled
 from sandbox.wire import Response
+from tests.sandbox.conftest import FakeClock as Clock
 
 USER = "9f0e1d2c-3b4a-4958-8776-a5b4c3d2e1f0"
 OTHER = "11111111-2222-3333-4444-555555555555"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -14,21 +14,12 @@ import requests
 
 from sandbox.protection import Limits
 from sandbox.runtime import Sandbox, SandboxOptions
-from tests.sandbox.conftest import ApiClient, StartSandbox, batch_parts, error_of
+from tests.sandbox.conftest import ApiClient, FakeClock, StartSandbox, batch_parts, error_of
 
 BURST = "x-ms-ratelimit-burst-remaining-xrm-requests"
 TIME_LEFT = "x-ms-ratelimit-time-remaining-xrm-requests"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def limited(api_start: StartSandbox, options: SandboxOptions) -> tuple[Sandbox, ApiClient, FakeClock]:
