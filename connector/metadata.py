@@ -146,5 +146,14 @@ def _write_cache(state_dir: Path, tables: TablesConfig, metas: dict[str, TableMe
     os.replace(tmp, state_dir / CACHE_FILE)
 
 
+def primary_ids(state_dir: Path) -> dict[str, str]:
+    """Primary key per table from the metadata cache, without a request (empty before the first run)."""
+    try:
+        tables = json.loads((state_dir / CACHE_FILE).read_text())["tables"]
+        return {name: meta["primary_id"] for name, meta in tables.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def invalidate(state_dir: Path) -> None:
     (state_dir / CACHE_FILE).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from config.settings import Settings
 from config.tables import load_tables
 from connector.lake import Lake
+from connector.metadata import primary_ids
 from connector.state import StateStore
 
 
@@ -25,10 +26,11 @@ def status(settings: Settings, now: datetime | None = None) -> list[str]:
     now = now or datetime.now(UTC)
     tables = load_tables(settings.tables_file)
     states, lake = StateStore(settings.data_dir), Lake(settings.data_dir)
+    keys = primary_ids(states.directory)
     lines = [f"{'table':<20} {'mode':<10} {'last sync':<26} {'rows':>10} {'token/wm age':>13}  notes"]
     for name in [t.name for t in tables.table] + ["audit"]:
         state = states.load(name)
-        rows = lake.current(name, _pk(name)).height if lake.has_rows(name) else 0
+        rows = lake.current(name, keys.get(name, f"{name}id")).height if lake.has_rows(name) else 0
         anchor = state.token_issued_at if state.mode == "delta" else state.watermark
         notes = []
         if state.resume:
@@ -39,6 +41,3 @@ def status(settings: Settings, now: datetime | None = None) -> list[str]:
                      f"{_age(anchor, now):>13}  {'; '.join(notes)}")
     return lines
 
-
-def _pk(table: str) -> str:
-    return "auditid" if table == "audit" else f"{table}id"

@@ -151,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             try:
                 response = server.owner.app(request)
-            except Exception:
+            except Exception:  # the server boundary: a bug in one handler is logged and answered 500, as a
+                # real server would, instead of killing the connection thread without a response
                 log.exception("sandbox app failed on %s %s", request.method, request.path)
                 response = internal_error()
         self._write(request, response, truncate=truncate)

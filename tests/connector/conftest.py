@@ -57,6 +57,18 @@ def pause(*args, **kwargs):
 '''
 
 
+# Pauses (to be SIGKILLed) when a regular file is fsynced: the data is written but not yet renamed into place.
+PAUSE_BEFORE_RENAME = """
+import stat
+real_fsync = os.fsync
+def fsync(fd):
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        pause()
+    real_fsync(fd)
+os.fsync = fsync
+"""
+
+
 @pytest.fixture
 def lake_kill_during() -> Callable[[str], None]:
     """Run `code` in a fresh interpreter (after LAKE_PRELUDE); when it calls `pause()` it is SIGKILLed."""

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from connector.lake import Lake
 from connector.rows import deletions_frame
 from l2c.errors import L2CError
+from tests.connector.conftest import PAUSE_BEFORE_RENAME
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 SCHEMA = pl.Schema({"leadid": pl.String(), "name": pl.String(), "amount": pl.Decimal(38, 4), "_version": pl.Int64()})
@@ -176,12 +177,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 import polars as pl
 from connector.lake import Lake
+from tests.connector.conftest import PAUSE_BEFORE_RENAME
 frame = pl.DataFrame({{"leadid": ["a", "z"], "name": ["NEW", "NEW"], "amount": [Decimal("9"), Decimal("9")],
                       "_version": [99, 99]}}, schema_overrides={{"amount": pl.Decimal(38, 4)}})
 {patch}
 Lake({data_dir!r}).write_page("lead", "s", 1, frame, run_id="crashed", extracted_at=datetime.now(UTC))
 print("the crash point was never reached", file=sys.stderr)
 """
+
 PATCHES = {
     # half of the Parquet bytes are on disk when the process dies
     "torn": """
@@ -195,15 +198,7 @@ def torn(self, handle, **kwargs):
 pl.DataFrame.write_parquet = torn
 """,
     # the whole file is written and about to be fsynced, not yet renamed
-    "before_rename": """
-import stat
-real_fsync = os.fsync
-def fsync(fd):
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        pause()
-    real_fsync(fd)
-os.fsync = fsync
-""",
+    "before_rename": PAUSE_BEFORE_RENAME,
 }
 
 

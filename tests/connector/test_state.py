@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from connector.state import RunManifest, StateStore, TableState
 from l2c.errors import ConfigError
+from tests.connector.conftest import PAUSE_BEFORE_RENAME
 
 FULL = TableState(
     table="opportunity", mode="delta",
@@ -120,17 +121,10 @@ def test_an_invalid_state_is_never_written(store: StateStore) -> None:
 def test_killed_save_leaves_the_previous_state(store: StateStore, tmp_path: Path,
                                                lake_kill_during: Callable[[str], None]) -> None:
     store.save(FULL)
-    lake_kill_during(f"""
-        import stat
-        from connector.state import StateStore, TableState
-        real_fsync = os.fsync
-        def fsync(fd):
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                pause()
-            real_fsync(fd)
-        os.fsync = fsync
-        StateStore({str(tmp_path)!r}).save(TableState(table="opportunity", rows_total=1))
-    """)
+    lake_kill_during(PAUSE_BEFORE_RENAME + f"""
+from connector.state import StateStore, TableState
+StateStore({str(tmp_path)!r}).save(TableState(table="opportunity", rows_total=1))
+""")
     leftovers = [p for p in store.directory.iterdir() if p.name.startswith(".")]
     assert len(leftovers) == 1  # the child died between writing and renaming
     assert store.load("opportunity") == FULL
