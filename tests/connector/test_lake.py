@@ -177,7 +177,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 import polars as pl
 from connector.lake import Lake
-from tests.connector.conftest import PAUSE_BEFORE_RENAME
 frame = pl.DataFrame({{"leadid": ["a", "z"], "name": ["NEW", "NEW"], "amount": [Decimal("9"), Decimal("9")],
                       "_version": [99, 99]}}, schema_overrides={{"amount": pl.Decimal(38, 4)}})
 {patch}
