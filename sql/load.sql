@@ -1,6 +1,7 @@
 -- The event log and its cases, loaded from the Parquet files the transform wrote ($event_log, $cases).
+-- event_log.parquet is sorted by case_id, timestamp (then activity, event_id); DuckDB keeps that insertion order.
 CREATE TABLE event_log AS
-SELECT * FROM read_parquet(getvariable('event_log_path')) ORDER BY case_id, "timestamp", activity, event_id;
+SELECT * FROM read_parquet(getvariable('event_log_path'));
 
 CREATE TABLE cases AS
 SELECT * FROM read_parquet(getvariable('cases_path')) ORDER BY case_id;

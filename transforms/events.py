@@ -42,7 +42,7 @@ def _literal(value: object) -> str:
 
 def _changed(rule: Rule) -> pl.Expr:
     assert rule.column is not None
-    new, old = _value("new_values", rule.column), _value("old_values", rule.column)
+    new, old = pl.col(f"new:{rule.column}"), pl.col(f"old:{rule.column}")
     if rule.to is not None:
         target = _literal(rule.to)
         return (new == target) & (old.is_null() | (old != target))
@@ -53,7 +53,12 @@ def _changed(rule: Rule) -> pl.Expr:
 
 def events_from_audit(audit: pl.LazyFrame, details: pl.LazyFrame, rules: list[Rule]) -> pl.LazyFrame:
     """One row per (audit row, matching rule); `details` has auditid, old_values, new_values."""
-    with_values = audit.join(details.select("auditid", "old_values", "new_values"), on="auditid", how="left")
+    # Each watched column's old and new value is read out of the JSON once, not once per rule.
+    watched = sorted({rule.column for rule in rules if rule.trigger == "changed" and rule.column is not None})
+    values = details.select("auditid", *(_value(side + "_values", column).alias(f"{side}:{column}")
+                                         for column in watched for side in ("new", "old")))
+    # Materialised once: every rule filters it, and a lazy plan would repeat scan, dedupe and join per rule.
+    with_values = audit.join(values, on="auditid", how="left").collect().lazy()
     parts = []
     for rule in rules:
         on_table = pl.col("objecttypecode") == rule.table

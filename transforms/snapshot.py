@@ -103,16 +103,25 @@ def _event(rule: Rule, pk: str, timestamp: pl.Expr, user: pl.Expr, source: str, 
             not_after.alias("not_after")]
 
 
-def _versions(history: pl.LazyFrame, pk: str) -> pl.LazyFrame:
+def only(frame: pl.LazyFrame, table: str, key: str, objects: pl.LazyFrame | None) -> pl.LazyFrame:
+    """The rows of `frame` (of `table`, identified by `key`) whose record is among `objects`
+    (object_type, object_id); all rows when `objects` is None."""
+    if objects is None:
+        return frame
+    wanted = objects.filter(pl.col("object_type") == table).select(pl.col("object_id").alias(key))
+    return frame.join(wanted, on=key, how="semi")
+
+
+def _versions(history: pl.LazyFrame, table: str, pk: str, objects: pl.LazyFrame | None) -> pl.LazyFrame:
     """Each record's distinct landed versions in order, with `_first` (no earlier version),
     `_previous_modified` (the earlier version's modifiedon) and `_previous_run` (when the run before the one
-    that landed it started)."""
+    that landed it started); only for `objects` when given (the runs still come from the whole table)."""
     names = history.collect_schema().names()
     run = "_run_id" if "_run_id" in names else "_extracted_at"
     upserts = history.filter(pl.col("_op") == "upsert")
     runs = (upserts.group_by(run).agg(pl.col("_extracted_at").min().alias("_run_start")).sort("_run_start")
             .with_columns(pl.col("_run_start").shift(1).alias("_previous_run")).select(run, "_previous_run"))
-    return (upserts.join(runs, on=run, how="left")  # before the sort: a join need not keep the order
+    return (only(upserts, table, pk, objects).join(runs, on=run, how="left")  # a join need not keep the order
             .sort(pk, "_version", "modifiedon", "_extracted_at", nulls_last=False)
             # A version landed twice (a resync, a re-read page) is one version.
             .unique([pk, "_version", "modifiedon"], keep="first", maintain_order=True)
@@ -120,8 +129,10 @@ def _versions(history: pl.LazyFrame, pk: str) -> pl.LazyFrame:
                           pl.col("modifiedon").cast(UTC).shift(1).alias("_previous_modified")))
 
 
-def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule]) -> pl.LazyFrame:
-    """FALLBACK_SCHEMA events (source "snapshot_diff") from every landed version of each rule's table."""
+def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule],
+                          objects: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """FALLBACK_SCHEMA events (source "snapshot_diff") from every landed version of each rule's table (of
+    `objects` only, when given)."""
     parts = []
     for table, frame in history.items():
         table_rules = [r for r in rules if r.table == table]
@@ -129,7 +140,7 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule]) -
         pk = primary_key(table)
         if not table_rules or pk not in names or "modifiedon" not in names:
             continue
-        versions = _versions(frame, pk)
+        versions = _versions(frame, table, pk, objects).collect().lazy()  # once, not once per rule
         version_id = pl.concat_str([pl.col(pk), pl.col("_version").cast(pl.Utf8).fill_null("")], separator="@")
         modified = pl.col("modifiedon").cast(UTC)
         for rule in table_rules:
@@ -142,7 +153,8 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule]) -
             elif rule.trigger == "deleted" and "_deleted_at" in names:
                 dated = (pl.col("_op") == "delete") & pl.col("_deleted_at").ne_missing(pl.col("_extracted_at"))
                 when = pl.col("_deleted_at").cast(UTC)
-                parts.append(frame.filter(dated & pl.col("_deleted_at").is_not_null()).select(_event(
+                deletions = only(frame, table, pk, objects).filter(dated & pl.col("_deleted_at").is_not_null())
+                parts.append(deletions.select(_event(
                     rule, pk, when, pl.lit(None, pl.Utf8), "snapshot_diff",
                     pl.col(pk).cast(pl.Utf8) + "@deleted", when, when)))
             elif (condition := _condition(rule)) is not None:
@@ -220,13 +232,14 @@ def combine(audit: pl.LazyFrame, snapshot: pl.LazyFrame, record_dates: pl.LazyFr
     repeatable activity (Stage Entered, Payment Received) keeps a second occurrence the higher path missed
     when it falls outside the windows of the ones it saw, without any tolerance to tune.
     """
+    # Each step materialised: the next one reads it twice (as `higher` and as itself).
     kept = audit.cast(EVENT_SCHEMA).with_columns(  # type: ignore[arg-type]
-        pl.col("timestamp").alias("not_before"), pl.col("timestamp").alias("not_after"))
+        pl.col("timestamp").alias("not_before"), pl.col("timestamp").alias("not_after")).collect()
     for lower in (snapshot, record_dates):
-        lower = lower.cast(FALLBACK_SCHEMA)  # type: ignore[arg-type]
-        higher = kept.select(*KEY, pl.col("not_before").alias("_from"), pl.col("not_after").alias("_to"))
+        lower = lower.cast(FALLBACK_SCHEMA).collect().lazy()  # type: ignore[arg-type]
+        higher = kept.lazy().select(*KEY, pl.col("not_before").alias("_from"), pl.col("not_after").alias("_to"))
         overlaps = ((pl.col("_to").is_null() | (pl.col("not_before") <= pl.col("_to")))
                     & (pl.col("not_after").is_null() | (pl.col("_from") <= pl.col("not_after"))))
         same = lower.join(higher, on=KEY, how="inner").filter(overlaps).select(IDENTITY).unique()
-        kept = pl.concat([kept, lower.join(same, on=IDENTITY, how="anti")], how="vertical")
-    return kept.select(list(EVENT_SCHEMA))
+        kept = pl.concat([kept.lazy(), lower.join(same, on=IDENTITY, how="anti")], how="vertical").collect()
+    return kept.lazy().select(list(EVENT_SCHEMA))
