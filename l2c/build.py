@@ -5,6 +5,12 @@ rows and details, runs the pure transforms, then writes both outputs by temp fil
 sees half a log and a killed transform leaves the previous one in place. The database also holds the data-quality
 report (`quality_issues`), the few object attributes the analysis views need (accounts, quotes, orders,
 invoices) and the views of sql/views.sql.
+
+Incremental: the transform remembers which landed pages its outputs cover (l2c/build_state.py). The next one
+reads only the records of the new pages, works out the cases they touch (transforms/incremental.py) and
+recomputes just those, keeping every other case's rows; the result equals a full rebuild, which happens
+when there is no usable state, the rules or the code changed, a covered page changed or vanished, an output
+is missing, or `--full` asks for it. With no new page and every output present it does nothing.
 """
 
 from __future__ import annotations
@@ -17,17 +23,29 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from config.activities import load_activities
+from config.activities import Rule, load_activities
 from config.settings import Settings
 from config.tables import load_tables
 from connector.lake import LINEAGE, ROW, Lake
+from connector.lock import RunLock
+from l2c.analysis import analysis_tables
+from l2c.build_state import TransformState, fingerprint, lake_pages, touched_objects
 from transforms import quality
+from transforms.cases import case_accounts, case_map
 from transforms.eventlog import build
 from transforms.events import OP_DELETE, events_from_audit
-from transforms.snapshot import combine, events_from_record_dates, events_from_snapshots
+from transforms.incremental import LOG_ORDER, case_users, replace_cases, replace_objects, touched_cases
+from transforms.snapshot import combine, events_from_record_dates, events_from_snapshots, only
 
 PRIMARY_KEYS = {"lead": "leadid", "opportunity": "opportunityid", "quote": "quoteid", "salesorder": "salesorderid",
                 "invoice": "invoiceid", "account": "accountid", "systemuser": "systemuserid"}
+
+Schema = dict[str, pl.DataType | type[pl.DataType]]
+AUDIT_SCHEMA: Schema = {"auditid": pl.Utf8, "createdon": pl.Datetime("us", "UTC"), "operation": pl.Int32,
+                        "action": pl.Int32, "objecttypecode": pl.Utf8, "_objectid_value": pl.Utf8,
+                        "_userid_value": pl.Utf8}
+DETAILS_SCHEMA: Schema = {"auditid": pl.Utf8, "objecttypecode": pl.Utf8, "objectid": pl.Utf8, "old_values": pl.Utf8,
+                          "new_values": pl.Utf8}
 
 
 @dataclass
@@ -38,6 +56,9 @@ class BuildResult:
     event_log: Path
     database: Path
     quality: dict[str, int] = field(default_factory=dict)  # findings per data-quality check
+    mode: str = "full"  # "full", "incremental", or "unchanged" (nothing new since the last build)
+    recomputed: int = 0  # cases whose events were (re)computed
+    reason: str = ""  # why a full build (when it was not asked for)
 
 
 def newest_versions(lake: Lake, table: str, pk: str) -> pl.LazyFrame:
@@ -51,13 +72,26 @@ def newest_versions(lake: Lake, table: str, pk: str) -> pl.LazyFrame:
 
 @dataclass
 class LakeInputs:
-    """What the transform reads from the lake."""
+    """What the transform reads from the lake (lazily: nothing is read until a frame is collected)."""
 
-    events: pl.LazyFrame
     records: dict[str, pl.LazyFrame]  # newest landed version per record, by table
     deleted_details: pl.LazyFrame
     landed: dict[str, pl.LazyFrame]  # every landed row version, lineage dropped (duplicate-version check)
     created_activities: set[str]  # activities that mark an object's creation
+    rules: list[Rule]
+    audit: pl.LazyFrame
+    details: pl.LazyFrame
+    history: dict[str, pl.LazyFrame]  # every landed version of each rule's table
+
+    def events(self, objects: pl.LazyFrame | None = None) -> pl.LazyFrame:
+        """The events of all three paths, each fact once; only those of `objects` (object_type, object_id)
+        when given. Audit wins; snapshot_diff and record_dates fill in where the audit is missing."""
+        newest = {name: only(frame, name, PRIMARY_KEYS[name], objects) for name, frame in self.records.items()}
+        return combine(
+            events_from_audit(_of(self.audit, "_objectid_value", objects), _of(self.details, "objectid", objects),
+                              self.rules),
+            events_from_snapshots(self.history, self.rules, objects),
+            events_from_record_dates(newest, self.rules))
 
 
 def read_lake(settings: Settings) -> LakeInputs:
@@ -65,76 +99,97 @@ def read_lake(settings: Settings) -> LakeInputs:
     rules = load_activities(settings.activity_map, tables)
     lake = Lake(settings.data_dir)
     records = {name: newest_versions(lake, name, pk) for name, pk in PRIMARY_KEYS.items()}
-    audit = lake.scan("audit").unique("auditid") if lake.has_rows("audit") else pl.LazyFrame(
-        schema={"auditid": pl.Utf8, "createdon": pl.Datetime("us", "UTC"), "operation": pl.Int32,
-                "action": pl.Int32, "objecttypecode": pl.Utf8, "_objectid_value": pl.Utf8, "_userid_value": pl.Utf8})
-    details = lake.scan("audit_details").unique("auditid") if lake.has_rows("audit_details") else pl.LazyFrame(
-        schema={"auditid": pl.Utf8, "objecttypecode": pl.Utf8, "objectid": pl.Utf8, "old_values": pl.Utf8,
-                "new_values": pl.Utf8})
+    # The columns the transforms read, chosen before the dedupe (which would otherwise compare whole rows).
+    audit, details = (lake.scan(table).select(list(schema)).unique("auditid") if lake.has_rows(table)
+                      else pl.LazyFrame(schema=schema)
+                      for table, schema in (("audit", AUDIT_SCHEMA), ("audit_details", DETAILS_SCHEMA)))
     history = {name: lake.scan(name) for name in sorted({rule.table for rule in rules}) if lake.has_rows(name)}
-    events = combine(events_from_audit(audit, details, rules), events_from_snapshots(history, rules),
-                     events_from_record_dates(records, rules))  # audit wins; the rest where audit is missing
     deletes = audit.filter(pl.col("operation") == OP_DELETE).select("auditid")
     landed = {name: lake.scan(name).filter(pl.col("_op") == "upsert").drop(*LINEAGE, ROW, strict=False)
               for name in PRIMARY_KEYS if lake.has_rows(name)}
-    return LakeInputs(events, records, details.join(deletes, on="auditid", how="semi"), landed,
-                      {rule.name for rule in rules if rule.trigger == "created"})
+    return LakeInputs(records, details.join(deletes, on="auditid", how="semi"), landed,
+                      {rule.name for rule in rules if rule.trigger == "created"}, rules, audit, details, history)
 
 
-def transform(settings: Settings) -> BuildResult:
-    inputs = read_lake(settings)
-    records = inputs.records
-    log, cases, orphans = build(inputs.events, records, inputs.deleted_details, records["systemuser"])
-    issues = quality.quality_issues(log, records, orphans, keys=PRIMARY_KEYS, landed=inputs.landed,
+def _of(audit: pl.LazyFrame, key: str, objects: pl.LazyFrame | None) -> pl.LazyFrame:
+    """Audit rows (or details) of `objects`; all when None."""
+    if objects is None:
+        return audit
+    wanted = objects.select(pl.col("object_type").alias("objecttypecode"), pl.col("object_id").alias(key))
+    return audit.join(wanted, on=["objecttypecode", key], how="semi")
+
+
+def transform(settings: Settings, *, full: bool = False) -> BuildResult:
+    """Build (or bring up to date) the outputs under the run lock; `full` ignores the previous build."""
+    with RunLock(settings.data_dir):
+        return _transform(settings, full)
+
+
+def _transform(settings: Settings, full: bool) -> BuildResult:
+    data_dir = settings.data_dir
+    out = {"event_log": data_dir / "event_log.parquet", "cases": data_dir / "cases.parquet",
+           "database": data_dir / "l2c.duckdb"}
+    tables = load_tables(settings.tables_file)
+    stamp = fingerprint(load_activities(settings.activity_map, tables), tables)
+    pages = lake_pages(data_dir)
+    previous = None if full else TransformState.load(data_dir)
+    reason = "asked for (--full)" if full else _why_full(previous, stamp, pages, out)
+    if reason is None and previous is not None:
+        new = sorted(set(pages) - set(previous.pages))
+        if not new and out["database"].is_file():
+            return BuildResult(previous.events, previous.cases, previous.orphans, out["event_log"], out["database"],
+                               dict(previous.quality), mode="unchanged")
+        inputs = read_lake(settings)
+        cases_of = case_map(inputs.records, inputs.deleted_details).collect()
+        touched = touched_objects(data_dir, new)
+        cases, objects = touched_cases(touched.lazy(), previous.frame(data_dir, "case_map").lazy(), cases_of.lazy(),
+                                       previous.frame(data_dir, "case_users").lazy(), case_accounts(inputs.records))
+        events = inputs.events(objects.lazy()).collect()
+        log, case_table, orphans = build(events.lazy(), inputs.records, inputs.deleted_details,
+                                         inputs.records["systemuser"], cases_of.lazy())
+        strays = log.join(cases, on="case_id", how="anti")
+        assert strays.is_empty(), f"recomputed events outside the touched cases: {strays.head(3)}"
+        log = replace_cases(pl.read_parquet(out["event_log"]), log, cases, LOG_ORDER)
+        case_table = replace_cases(pl.read_parquet(out["cases"]), case_table, cases, ["case_id"])
+        orphans = replace_objects(previous.frame(data_dir, "orphans"), orphans, objects)
+        users = replace_cases(previous.frame(data_dir, "case_users"),
+                              case_users(events.lazy(), cases_of.lazy()).collect(), cases, ["case_id", "user_id"])
+        mode, recomputed = "incremental", cases.height
+    else:
+        inputs = read_lake(settings)
+        cases_of = case_map(inputs.records, inputs.deleted_details).collect()
+        events = inputs.events().collect()
+        log, case_table, orphans = build(events.lazy(), inputs.records, inputs.deleted_details,
+                                         inputs.records["systemuser"], cases_of.lazy())
+        users = case_users(events.lazy(), cases_of.lazy()).collect()
+        mode, recomputed = "full", case_table.height
+    issues = quality.quality_issues(log, inputs.records, orphans, keys=PRIMARY_KEYS, landed=inputs.landed,
                                     created_activities=inputs.created_activities)
-    out_dir = settings.data_dir
-    event_log = _atomic_parquet(log, out_dir / "event_log.parquet")
-    cases_path = _atomic_parquet(cases, out_dir / "cases.parquet")
-    extra = {**analysis_tables(records), "quality_issues": issues}
-    database = _load_duckdb(out_dir / "l2c.duckdb", event_log, cases_path, extra)
-    return BuildResult(log.height, cases.height, orphans.height, event_log, database, quality.counts(issues))
+    _atomic_parquet(log, out["event_log"])
+    _atomic_parquet(case_table, out["cases"])
+    extra = {**analysis_tables(inputs.records), "quality_issues": issues}
+    _load_duckdb(out["database"], out["event_log"], out["cases"], extra)
+    counts = quality.counts(issues)
+    state = TransformState(stamp, pages, (previous.generation + 1) if previous else 1, log.height,
+                           case_table.height, orphans.height, counts)
+    state.save(data_dir, {"case_map": cases_of, "case_users": users, "orphans": orphans})
+    return BuildResult(log.height, case_table.height, orphans.height, out["event_log"], out["database"], counts,
+                       mode=mode, recomputed=recomputed, reason=reason or "")
 
 
-# --- the object tables the analysis views of sql/views.sql need beside event_log and cases ------------------
-
-def _column(frame: pl.LazyFrame, name: str, dtype: pl.DataType | type[pl.DataType] = pl.Utf8) -> pl.Expr:
-    """A column, or nulls when this lake has no such column (a trimmed config/tables.toml)."""
-    return pl.col(name) if name in frame.collect_schema().names() else pl.lit(None, dtype)
-
-
-def analysis_tables(records: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
-    """accounts, quotes, orders, invoices: a few attributes of each record's newest landed version."""
-    account, quote, order, invoice = (records[name] for name in ("account", "quote", "salesorder", "invoice"))
-    money = pl.Decimal(38, 4)
-    return {
-        "accounts": account.select(
-            pl.col("accountid").alias("account_id"), _column(account, "name").alias("account"),
-            _column(account, "territorycode__label").alias("region"),
-            _column(account, "industrycode__label").alias("industry"),
-            _column(account, "numberofemployees", pl.Int32).alias("employees")).collect(),
-        "quotes": quote.select(
-            pl.col("quoteid").alias("quote_id"), _column(quote, "_opportunityid_value").alias("opportunity_id"),
-            _column(quote, "_customerid_value").alias("account_id"), _column(quote, "quotenumber").alias("number"),
-            _column(quote, "revisionnumber", pl.Int32).alias("revision"),
-            _column(quote, "_ownerid_value__label").alias("owner"),
-            _column(quote, "statecode__label").alias("state"),
-            _column(quote, "discountpercentage", pl.Float64).cast(pl.Float64).alias("discount_pct"),
-            _column(quote, "totallineitemamount", money).alias("line_amount"),
-            _column(quote, "totalamount", money).alias("total_amount")).collect(),
-        "orders": order.select(
-            pl.col("salesorderid").alias("order_id"), _column(order, "_opportunityid_value").alias("opportunity_id"),
-            _column(order, "_quoteid_value").alias("quote_id"), _column(order, "_customerid_value").alias("account_id"),
-            _column(order, "statecode__label").alias("state"),
-            _column(order, "totalamount", money).alias("total_amount")).collect(),
-        "invoices": invoice.select(
-            pl.col("invoiceid").alias("invoice_id"), _column(invoice, "_opportunityid_value").alias("opportunity_id"),
-            _column(invoice, "_salesorderid_value").alias("order_id"),
-            _column(invoice, "_customerid_value").alias("account_id"),
-            _column(invoice, "paymenttermscode__label").alias("payment_terms"),
-            _column(invoice, "duedate", pl.Date).alias("due_date"),
-            _column(invoice, "statecode__label").alias("state"),
-            _column(invoice, "totalamount", money).alias("total_amount")).collect(),
-    }
+def _why_full(previous: TransformState | None, stamp: str, pages: dict[str, list[int]],
+              outputs: dict[str, Path]) -> str | None:
+    """Why the previous build cannot be brought up to date incrementally; None when it can."""
+    if previous is None:
+        return "no previous build"
+    if previous.fingerprint != stamp:
+        return "the activity rules, table declarations or transform code changed"
+    if any(pages.get(page) != seen for page, seen in previous.pages.items()):
+        return "a landed page the previous build read has changed or vanished"
+    missing = [path.name for name, path in outputs.items() if name != "database" and not path.is_file()]
+    if missing:
+        return f"{', '.join(missing)} is missing"
+    return None
 
 
 def _atomic_parquet(frame: pl.DataFrame, path: Path) -> Path:

@@ -92,8 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", help="extract + transform + load (what `make extract` calls)").set_defaults(func=_run)
     sub.add_parser("extract", help="incremental pull into the raw lake").set_defaults(func=_extract)
-    sub.add_parser("transform", help="build the event log from the lake: event_log.parquet + l2c.duckdb").set_defaults(
-        func=_transform)
+    transform = sub.add_parser(
+        "transform", help="build the event log from the lake: event_log.parquet + l2c.duckdb",
+        description="Build the event log from the raw lake. Incremental: only the cases touched by rows landed "
+                    "since the last build are recomputed (the result equals a full rebuild).")
+    transform.add_argument("--full", action="store_true",
+                           help="ignore the previous build and recompute every case from the whole lake")
+    transform.set_defaults(func=_transform)
     export = sub.add_parser("export", help="files for mining tools")
     export.add_argument("--format", required=True, choices=["xes", "ocel2-sqlite", "ocel2-json", "csv"])
     export.add_argument("--out", required=True)

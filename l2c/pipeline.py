@@ -49,9 +49,12 @@ def transform_only(args: argparse.Namespace) -> int:
     from l2c.build import transform
     from transforms.quality import describe
 
-    result = transform(load_settings())
+    result = transform(load_settings(), full=getattr(args, "full", False))
+    how = {"unchanged": "nothing new since the last build",
+           "incremental": f"incremental: {result.recomputed} of {result.cases} cases recomputed",
+           "full": f"full build: {result.reason}"}[result.mode]
     print(f"transform: {result.events} events in {result.cases} cases -> {result.event_log} and {result.database}"
-          + (f"; {result.orphans} events link to no case" if result.orphans else ""), flush=True)
+          + (f"; {result.orphans} events link to no case" if result.orphans else "") + f" ({how})", flush=True)
     print(describe(result.quality) + " (details: table quality_issues)", flush=True)
     return 0
 

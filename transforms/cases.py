@@ -71,6 +71,23 @@ def case_of(link: pl.LazyFrame, opportunities_created: pl.LazyFrame) -> pl.LazyF
     )
 
 
+def case_map(records: dict[str, pl.LazyFrame], deleted_details: pl.LazyFrame) -> pl.LazyFrame:
+    """Every known lead-to-cash record -> its (case_id, case_type); both null for a record that links to no case."""
+    opportunities = records["opportunity"].select(
+        "opportunityid", _col(records["opportunity"], "_originatingleadid_value").alias("lead_id"), "createdon")
+    return case_of(links(records, deleted_details), opportunities)
+
+
+def case_accounts(records: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
+    """(case_id, account_id): the account whose row gives a case its region (see `attributes`)."""
+    opp, lead = records["opportunity"], records["lead"]
+    return pl.concat([
+        opp.select(pl.col("opportunityid").alias("case_id"), pl.coalesce(
+            _col(opp, "_parentaccountid_value"), _col(opp, "_customerid_value")).alias("account_id")),
+        lead.select(pl.col("leadid").alias("case_id"), _col(lead, "_parentaccountid_value").alias("account_id")),
+    ], how="vertical_relaxed").filter(pl.col("account_id").is_not_null())
+
+
 def attributes(cases: pl.LazyFrame, records: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
     """One row per case: owner, outcome, amount, currency, lead_source, stage, account, region."""
     opp, lead, account = records["opportunity"], records["lead"], records.get("account")

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms.cases import attributes, case_of, links
+from transforms.cases import attributes, case_map
 
 COLUMNS = ["event_id", "case_id", "case_type", "activity", "timestamp", "end_timestamp", "resource", "object_type",
            "object_id", "source", "owner", "outcome", "amount", "currency", "lead_source", "stage", "account", "region"]
 
 
 def build(events: pl.LazyFrame, records: dict[str, pl.LazyFrame], deleted_details: pl.LazyFrame,
-          users: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(event_log, cases, orphans) from events and the newest landed version of every record."""
-    link = links(records, deleted_details)
-    opportunities = records["opportunity"].select(
-        "opportunityid", pl.col("_originatingleadid_value").alias("lead_id"), "createdon")
-    case_map = case_of(link, opportunities)
-    located = events.join(case_map, on=["object_type", "object_id"], how="left")
+          users: pl.LazyFrame, cases_of: pl.LazyFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(event_log, cases, orphans) from events and the newest landed version of every record.
+
+    `cases_of` is `transforms.cases.case_map(records, deleted_details)` when the caller has it already.
+    """
+    if cases_of is None:
+        cases_of = case_map(records, deleted_details)
+    located = events.join(cases_of, on=["object_type", "object_id"], how="left")
     names = users.select(pl.col("systemuserid").alias("user_id"), pl.col("fullname").alias("resource"))
     with_ids = located.join(names, on="user_id", how="left").with_columns(
         # Readable and stable across library versions (a hash function's output is not promised to be).

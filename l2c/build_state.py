@@ -1,0 +1,121 @@
+"""The transform's own state: which landed pages the event log covers, and the frames an incremental build needs.
+
+`state/transform/state.json` names every raw page the outputs were built from (path -> size, mtime), a
+fingerprint of everything else they depend on (the activity rules and table declarations as loaded, the code
+of transforms/ and sql/ and of this build), the generation of the frames beside it (`case_map`, `case_users`,
+`orphans`: `<name>-<generation>.parquet`) and the counts of that build. It is written last, by temp file +
+rename, once the outputs and the frames of its generation are on disk. A transform killed before that leaves
+the previous state, so the next one reads the same new pages again and recomputes the same cases: a case
+recomputed twice gives the same rows, so nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+import l2c
+import sql
+import transforms
+from connector.lake import Lake, atomic_write
+
+FRAMES = ("case_map", "case_users", "orphans")
+STATE_FILE = "state.json"
+FORMAT = 1
+
+
+def state_dir(data_dir: Path) -> Path:
+    return data_dir / "state" / "transform"
+
+
+@dataclass
+class TransformState:
+    fingerprint: str
+    pages: dict[str, list[int]]  # raw page path, relative to the data directory -> [size, mtime_ns]
+    generation: int = 0
+    events: int = 0
+    cases: int = 0
+    orphans: int = 0
+    quality: dict[str, int] = field(default_factory=dict)
+    format: int = FORMAT
+
+    @classmethod
+    def load(cls, data_dir: Path) -> TransformState | None:
+        """The state of the last finished build, or None (none yet, an older format, or unreadable)."""
+        try:
+            document = json.loads((state_dir(data_dir) / STATE_FILE).read_text("utf-8"))
+            state = cls(**document)
+        except (OSError, ValueError, TypeError):
+            return None
+        if state.format != FORMAT or not all(state.frame_path(data_dir, name).is_file() for name in FRAMES):
+            return None
+        return state
+
+    def frame_path(self, data_dir: Path, name: str) -> Path:
+        return state_dir(data_dir) / f"{name}-{self.generation:06d}.parquet"
+
+    def frame(self, data_dir: Path, name: str) -> pl.DataFrame:
+        return pl.read_parquet(self.frame_path(data_dir, name))
+
+    def save(self, data_dir: Path, frames: dict[str, pl.DataFrame]) -> None:
+        """Write `frames` as this state's generation, then the state file; then drop older generations."""
+        directory = state_dir(data_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in FRAMES:
+            atomic_write(self.frame_path(data_dir, name), frames[name].write_parquet)
+        text = json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        atomic_write(directory / STATE_FILE, lambda handle: handle.write(text))
+        kept = {self.frame_path(data_dir, name).name for name in FRAMES}
+        for path in directory.glob("*.parquet"):
+            if path.name not in kept:
+                path.unlink(missing_ok=True)
+
+
+def lake_pages(data_dir: Path) -> dict[str, list[int]]:
+    """Every landed rows/deletions page of every table: relative path -> [size, mtime_ns]."""
+    lake = Lake(data_dir)
+    tables = sorted(p.name for p in lake.root.iterdir() if p.is_dir()) if lake.root.is_dir() else []
+    found = {}
+    for table in tables:
+        for page in lake.pages(table):
+            stat = page.stat()
+            found[page.relative_to(data_dir).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    return found
+
+
+def fingerprint(*declarations: object) -> str:
+    """sha256 of the loaded declarations' repr and of the code that turns the lake into the outputs."""
+    digest = hashlib.sha256(repr(declarations).encode())
+    for package, pattern in ((transforms, "*.py"), (sql, "*.sql"), (l2c, "build*.py")):
+        for path in sorted(Path(next(iter(package.__path__))).glob(pattern)):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def table_of(page: str) -> str:
+    """`raw/<table>/<stream>/<kind>-NNNNNN.parquet` -> table."""
+    return page.split("/")[1]
+
+
+def touched_objects(data_dir: Path, pages: list[str]) -> pl.DataFrame:
+    """(object_type, object_id) of every record the given raw pages carry rows of (audit rows by their object)."""
+    parts = [pl.DataFrame(schema={"object_type": pl.Utf8, "object_id": pl.Utf8})]
+    for page in pages:
+        table, path = table_of(page), data_dir / page
+        names = pl.read_parquet_schema(path)
+        if table == "audit":
+            kind, key = "objecttypecode", "_objectid_value"
+        elif table == "audit_details":
+            kind, key = "objecttypecode", "objectid"
+        else:
+            kind, key = "", f"{table}id"  # Dataverse's primary key: the table's logical name + "id"
+        if key not in names or (kind and kind not in names):
+            continue
+        frame = pl.read_parquet(path, columns=[key, kind] if kind else [key])
+        parts.append(frame.select((pl.col(kind) if kind else pl.lit(table)).cast(pl.Utf8).alias("object_type"),
+                                  pl.col(key).cast(pl.Utf8).alias("object_id")))
+    return pl.concat(parts).drop_nulls().unique().sort("object_type", "object_id")

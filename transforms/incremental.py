@@ -1,0 +1,71 @@
+"""Incremental transform: which cases new raw rows touch, and how their recomputed events replace the old ones.
+
+An event depends on its own record's raw rows (its audit rows and details, its landed versions), on the case
+the record belongs to (the case map, i.e. the links between records), on the case's attributes (its
+opportunity or lead row, and the account row that gives its region) and on the names of the users who acted.
+So a case is touched when (1) one of its records gained raw rows, (2) a record moved into or out of it (old
+versus new case map: this catches links another record changed, e.g. a lead whose opportunity just appeared,
+or an invoice whose order moved), (3) its account gained rows, or (4) a user who acted in it gained rows.
+Every event of a touched case is recomputed and replaces the old ones; every other case is kept as it was,
+which is what a full rebuild would give because nothing it depends on changed. Pure polars.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+OBJECT = ["object_type", "object_id"]
+OBJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"object_type": pl.Utf8, "object_id": pl.Utf8}
+CASE_USERS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"case_id": pl.Utf8, "user_id": pl.Utf8}
+LOG_ORDER = ["case_id", "timestamp", "activity", "event_id"]
+
+
+def moved(old_map: pl.LazyFrame, new_map: pl.LazyFrame) -> pl.LazyFrame:
+    """Records whose case (or case type) differs between two case maps, appearing or vanishing included."""
+    joined = old_map.join(new_map, on=OBJECT, how="full", coalesce=True, suffix="_new")
+    differs = (pl.col("case_id").ne_missing(pl.col("case_id_new"))
+               | pl.col("case_type").ne_missing(pl.col("case_type_new")))
+    return joined.filter(differs).select(OBJECT)
+
+
+def case_users(events: pl.LazyFrame, case_map: pl.LazyFrame) -> pl.LazyFrame:
+    """(case_id, user_id): who acted in each case, to find the cases a changed user's name appears in."""
+    return (events.join(case_map, on=OBJECT, how="inner")
+            .filter(pl.col("case_id").is_not_null() & pl.col("user_id").is_not_null())
+            .select("case_id", "user_id").unique().sort("case_id", "user_id"))
+
+
+def touched_cases(touched: pl.LazyFrame, old_map: pl.LazyFrame, new_map: pl.LazyFrame,
+                  users: pl.LazyFrame, accounts: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(cases to recompute, records to recompute) for `touched` records (object_type, object_id with new raw
+    rows). `users` is `case_users` of the previous build, `accounts` is `transforms.cases.case_accounts`.
+
+    The records to recompute are every record of a touched case under the new map, plus the changed records
+    that belong to no case (their events are orphans, recomputed too)."""
+    changed = pl.concat([touched.select(OBJECT).cast(OBJECT_SCHEMA),  # type: ignore[arg-type]
+                         moved(old_map, new_map).cast(OBJECT_SCHEMA)]).unique()  # type: ignore[arg-type]
+    of_type = {kind: touched.filter(pl.col("object_type") == kind).select(pl.col("object_id"))
+               for kind in ("account", "systemuser")}
+    cases = pl.concat([
+        changed.join(old_map, on=OBJECT, how="inner").select("case_id"),
+        changed.join(new_map, on=OBJECT, how="inner").select("case_id"),
+        accounts.join(of_type["account"], left_on="account_id", right_on="object_id", how="semi").select("case_id"),
+        users.join(of_type["systemuser"], left_on="user_id", right_on="object_id", how="semi").select("case_id"),
+    ]).drop_nulls().unique().sort("case_id").collect()
+    in_cases = new_map.join(cases.lazy(), on="case_id", how="semi").select(OBJECT)
+    without_case = changed.join(new_map.filter(pl.col("case_id").is_not_null()), on=OBJECT, how="anti")
+    objects = pl.concat([in_cases, without_case]).unique().sort(OBJECT).collect()
+    return cases, objects
+
+
+def replace_cases(old: pl.DataFrame, new: pl.DataFrame, cases: pl.DataFrame, order: list[str]) -> pl.DataFrame:
+    """`old` without the rows of `cases`, plus `new` (the recomputed rows of those cases), sorted by `order`."""
+    kept = old.join(cases, on="case_id", how="anti")
+    return pl.concat([kept, new.select(old.columns)], how="vertical_relaxed").sort(order)
+
+
+def replace_objects(old: pl.DataFrame, new: pl.DataFrame, objects: pl.DataFrame) -> pl.DataFrame:
+    """`old` without the rows of `objects`, plus `new`, in a stable order (for orphan events)."""
+    kept = old.join(objects, on=OBJECT, how="anti")
+    return pl.concat([kept, new.select(old.columns)], how="vertical_relaxed").sort(
+        [*OBJECT, "activity", "source_id"], nulls_last=True)
