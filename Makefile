@@ -20,7 +20,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy l2c connector transforms config sandbox
+	$(BIN)/mypy l2c connector transforms config sandbox exports
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -m bench -p no:xdist -s tests/bench

@@ -1,5 +1,5 @@
-"""The object tables the analysis views of sql/views.sql need beside event_log and cases: accounts, quotes,
-orders and invoices, a few attributes of each record's newest landed version."""
+"""The object tables the analysis views of sql/views.sql and the exports need beside event_log and cases:
+accounts, users, quotes, orders and invoices, a few attributes of each record's newest landed version."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ def _column(frame: pl.LazyFrame, name: str, dtype: pl.DataType | type[pl.DataTyp
 
 
 def analysis_tables(records: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
-    """accounts, quotes, orders, invoices: a few attributes of each record's newest landed version."""
+    """accounts, users, quotes, orders, invoices: a few attributes of each record's newest landed version."""
     account, quote, order, invoice = (records[name] for name in ("account", "quote", "salesorder", "invoice"))
+    user = records["systemuser"]
     money = pl.Decimal(38, 4)
     return {
         "accounts": account.select(
@@ -21,6 +22,8 @@ def analysis_tables(records: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]
             _column(account, "territorycode__label").alias("region"),
             _column(account, "industrycode__label").alias("industry"),
             _column(account, "numberofemployees", pl.Int32).alias("employees")).collect(),
+        "users": user.select(pl.col("systemuserid").alias("user_id"), _column(user, "fullname").alias("name"))
+        .sort("user_id").collect(),
         "quotes": quote.select(
             pl.col("quoteid").alias("quote_id"), _column(quote, "_opportunityid_value").alias("opportunity_id"),
             _column(quote, "_customerid_value").alias("account_id"), _column(quote, "quotenumber").alias("number"),

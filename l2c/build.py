@@ -34,7 +34,7 @@ from transforms import quality
 from transforms.cases import case_accounts, case_map
 from transforms.eventlog import build
 from transforms.events import OP_DELETE, events_from_audit
-from transforms.incremental import LOG_ORDER, case_users, replace_cases, replace_objects, touched_cases
+from transforms.incremental import LOG_ORDER, event_users, replace_cases, replace_objects, touched_cases
 from transforms.snapshot import combine, events_from_record_dates, events_from_snapshots, only
 
 PRIMARY_KEYS = {"lead": "leadid", "opportunity": "opportunityid", "quote": "quoteid", "salesorder": "salesorderid",
@@ -143,7 +143,7 @@ def _transform(settings: Settings, full: bool) -> BuildResult:
         cases_of = case_map(inputs.records, inputs.deleted_details).collect()
         touched = touched_objects(data_dir, new)
         cases, objects = touched_cases(touched.lazy(), previous.frame(data_dir, "case_map").lazy(), cases_of.lazy(),
-                                       previous.frame(data_dir, "case_users").lazy(), case_accounts(inputs.records))
+                                       previous.frame(data_dir, "event_users").lazy(), case_accounts(inputs.records))
         events = inputs.events(objects.lazy()).collect()
         log, case_table, orphans = build(events.lazy(), inputs.records, inputs.deleted_details,
                                          inputs.records["systemuser"], cases_of.lazy())
@@ -152,8 +152,8 @@ def _transform(settings: Settings, full: bool) -> BuildResult:
         log = replace_cases(pl.read_parquet(out["event_log"]), log, cases, LOG_ORDER)
         case_table = replace_cases(pl.read_parquet(out["cases"]), case_table, cases, ["case_id"])
         orphans = replace_objects(previous.frame(data_dir, "orphans"), orphans, objects)
-        users = replace_cases(previous.frame(data_dir, "case_users"),
-                              case_users(events.lazy(), cases_of.lazy()).collect(), cases, ["case_id", "user_id"])
+        users = replace_cases(previous.frame(data_dir, "event_users"),
+                              event_users(events.lazy(), cases_of.lazy()).collect(), cases, ["case_id", "event_id"])
         mode, recomputed = "incremental", cases.height
     else:
         inputs = read_lake(settings)
@@ -161,18 +161,19 @@ def _transform(settings: Settings, full: bool) -> BuildResult:
         events = inputs.events().collect()
         log, case_table, orphans = build(events.lazy(), inputs.records, inputs.deleted_details,
                                          inputs.records["systemuser"], cases_of.lazy())
-        users = case_users(events.lazy(), cases_of.lazy()).collect()
+        users = event_users(events.lazy(), cases_of.lazy()).collect()
         mode, recomputed = "full", case_table.height
     issues = quality.quality_issues(log, inputs.records, orphans, keys=PRIMARY_KEYS, landed=inputs.landed,
                                     created_activities=inputs.created_activities)
     _atomic_parquet(log, out["event_log"])
     _atomic_parquet(case_table, out["cases"])
-    extra = {**analysis_tables(inputs.records), "quality_issues": issues}
+    extra = {**analysis_tables(inputs.records), "quality_issues": issues,
+             "event_resources": users.select("event_id", "user_id")}
     _load_duckdb(out["database"], out["event_log"], out["cases"], extra)
     counts = quality.counts(issues)
     state = TransformState(stamp, pages, (previous.generation + 1) if previous else 1, log.height,
                            case_table.height, orphans.height, counts)
-    state.save(data_dir, {"case_map": cases_of, "case_users": users, "orphans": orphans})
+    state.save(data_dir, {"case_map": cases_of, "event_users": users, "orphans": orphans})
     return BuildResult(log.height, case_table.height, orphans.height, out["event_log"], out["database"], counts,
                        mode=mode, recomputed=recomputed, reason=reason or "")
 

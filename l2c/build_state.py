@@ -2,7 +2,7 @@
 
 `state/transform/state.json` names every raw page the outputs were built from (path -> size, mtime), a
 fingerprint of everything else they depend on (the activity rules and table declarations as loaded, the code
-of transforms/ and sql/ and of this build), the generation of the frames beside it (`case_map`, `case_users`,
+of transforms/ and sql/ and of this build), the generation of the frames beside it (`case_map`, `event_users`,
 `orphans`: `<name>-<generation>.parquet`) and the counts of that build. It is written last, by temp file +
 rename, once the outputs and the frames of its generation are on disk. A transform killed before that leaves
 the previous state, so the next one reads the same new pages again and recomputes the same cases: a case
@@ -23,9 +23,9 @@ import sql
 import transforms
 from connector.lake import Lake, atomic_write
 
-FRAMES = ("case_map", "case_users", "orphans")
+FRAMES = ("case_map", "event_users", "orphans")
 STATE_FILE = "state.json"
-FORMAT = 1
+FORMAT = 2
 
 
 def state_dir(data_dir: Path) -> Path:

@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
+from exports import FORMATS
 from l2c.errors import L2CError
 
 log = logging.getLogger("l2c")
@@ -55,11 +56,32 @@ def _transform(args: argparse.Namespace) -> int:
     return pipeline.transform_only(args)
 
 
-def _not_yet(name: str, issue: int) -> Command:
-    def command(args: argparse.Namespace) -> int:
-        raise L2CError(f"`l2c {name}` is not available in this version", hint=f"it arrives with issue #{issue}")
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
-    return command
+    from config.settings import load_settings
+    from exports import export
+
+    done = export(load_settings(), args.format, Path(args.out))
+    counts = f"{done.events} events" + (f", {done.cases} cases" if done.cases else "") + (
+        f", {done.objects} objects" if done.objects else "")
+    if args.format == "pa-incremental":
+        written = ", ".join(p.name for p in done.files) or "nothing new since the last export"
+        print(f"export pa-incremental: {counts} appended to {done.path}: {written}")
+    else:
+        print(f"export {args.format}: {counts} -> {done.path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from config.settings import load_settings
+    from exports.report import write_report
+
+    path = write_report(load_settings(), Path(args.out))
+    print(f"report: {path}")
+    return 0
 
 
 def _sandbox_serve(args: argparse.Namespace) -> int:
@@ -99,10 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     transform.add_argument("--full", action="store_true",
                            help="ignore the previous build and recompute every case from the whole lake")
     transform.set_defaults(func=_transform)
-    export = sub.add_parser("export", help="files for mining tools")
-    export.add_argument("--format", required=True, choices=["xes", "ocel2-sqlite", "ocel2-json", "csv"])
-    export.add_argument("--out", required=True)
-    export.set_defaults(func=_not_yet("export", 12))
+    export = sub.add_parser(
+        "export", help="files for mining tools",
+        description="Write the event log of the last transform for a process-mining tool: xes (IEEE 1849), "
+                    "ocel2-sqlite / ocel2-json (OCEL 2.0: leads, opportunities, quotes, orders, invoices, accounts "
+                    "and users as objects), csv (Celonis, Disco, ProcessMind, Power Automate Process Mining), or "
+                    "pa-incremental (append the events new since the last export to a folder as "
+                    "YYYYMMDDHHMMSS.csv, for Power Automate's incremental refresh).")
+    export.add_argument("--format", required=True, choices=list(FORMATS))
+    export.add_argument("--out", required=True, help="the file to write (for pa-incremental: the folder)")
+    export.set_defaults(func=_export)
+    report = sub.add_parser("report", help="one self-contained HTML page: process map, variants, KPIs")
+    report.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    report.set_defaults(func=_report)
     sub.add_parser("status", help="per table: last sync, rows, token age, last error").set_defaults(func=_status)
     sub.add_parser("doctor", help="check config, token, WhoAmI, privileges, change tracking").set_defaults(
         func=_doctor)

@@ -27,6 +27,7 @@ def build(events: pl.LazyFrame, records: dict[str, pl.LazyFrame], deleted_detail
     names = users.select(pl.col("systemuserid").alias("user_id"), pl.col("fullname").alias("resource"))
     with_ids = located.join(names, on="user_id", how="left").with_columns(
         # Readable and stable across library versions (a hash function's output is not promised to be).
+        # transforms/incremental.py's event_users spells it the same way.
         pl.concat_str([pl.col("source"), pl.col("source_id"), pl.col("activity")], separator="/").alias("event_id"),
         pl.col("timestamp").alias("end_timestamp"),
     )

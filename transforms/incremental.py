@@ -16,7 +16,6 @@ import polars as pl
 
 OBJECT = ["object_type", "object_id"]
 OBJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"object_type": pl.Utf8, "object_id": pl.Utf8}
-CASE_USERS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"case_id": pl.Utf8, "user_id": pl.Utf8}
 LOG_ORDER = ["case_id", "timestamp", "activity", "event_id"]
 
 
@@ -28,17 +27,19 @@ def moved(old_map: pl.LazyFrame, new_map: pl.LazyFrame) -> pl.LazyFrame:
     return joined.filter(differs).select(OBJECT)
 
 
-def case_users(events: pl.LazyFrame, case_map: pl.LazyFrame) -> pl.LazyFrame:
-    """(case_id, user_id): who acted in each case, to find the cases a changed user's name appears in."""
+def event_users(events: pl.LazyFrame, case_map: pl.LazyFrame) -> pl.LazyFrame:
+    """(case_id, event_id, user_id): who did each event of the log (the log itself keeps only the name). It
+    finds the cases a changed user's name appears in, and gives OCEL exports the user object of an event."""
+    event_id = pl.concat_str([pl.col("source"), pl.col("source_id"), pl.col("activity")], separator="/")
     return (events.join(case_map, on=OBJECT, how="inner")
             .filter(pl.col("case_id").is_not_null() & pl.col("user_id").is_not_null())
-            .select("case_id", "user_id").unique().sort("case_id", "user_id"))
+            .select("case_id", event_id.alias("event_id"), "user_id").unique().sort("case_id", "event_id"))
 
 
 def touched_cases(touched: pl.LazyFrame, old_map: pl.LazyFrame, new_map: pl.LazyFrame,
                   users: pl.LazyFrame, accounts: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(cases to recompute, records to recompute) for `touched` records (object_type, object_id with new raw
-    rows). `users` is `case_users` of the previous build, `accounts` is `transforms.cases.case_accounts`.
+    rows). `users` is `event_users` of the previous build, `accounts` is `transforms.cases.case_accounts`.
 
     The records to recompute are every record of a touched case under the new map, plus the changed records
     that belong to no case (their events are orphans, recomputed too)."""
