@@ -16,6 +16,7 @@ is missing, or `--full` asks for it. With no new page and every output present i
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,10 +27,10 @@ import polars as pl
 from config.activities import Rule, load_activities
 from config.settings import Settings
 from config.tables import load_tables
-from connector.lake import LINEAGE, ROW, Lake
+from connector.lake import LINEAGE, ROW, TEMP_SUFFIX, Lake, atomic_write, remove_temp_files
 from connector.lock import RunLock
 from l2c.analysis import analysis_tables
-from l2c.build_state import TransformState, fingerprint, lake_pages, touched_objects
+from l2c.build_state import BUILD_MODULES, TransformState, fingerprint, lake_pages, state_dir, touched_objects
 from transforms import quality
 from transforms.cases import case_accounts, case_map
 from transforms.eventlog import build
@@ -46,6 +47,8 @@ AUDIT_SCHEMA: Schema = {"auditid": pl.Utf8, "createdon": pl.Datetime("us", "UTC"
                         "_userid_value": pl.Utf8}
 DETAILS_SCHEMA: Schema = {"auditid": pl.Utf8, "objecttypecode": pl.Utf8, "objectid": pl.Utf8, "old_values": pl.Utf8,
                           "new_values": pl.Utf8}
+
+BUILD_MODULES.append(sys.modules[__name__])
 
 
 @dataclass
@@ -122,6 +125,7 @@ def _of(audit: pl.LazyFrame, key: str, objects: pl.LazyFrame | None) -> pl.LazyF
 def transform(settings: Settings, *, full: bool = False) -> BuildResult:
     """Build (or bring up to date) the outputs under the run lock; `full` ignores the previous build."""
     with RunLock(settings.data_dir):
+        _remove_temp_files(settings.data_dir)
         return _transform(settings, full)
 
 
@@ -194,12 +198,13 @@ def _why_full(previous: TransformState | None, stamp: str, pages: dict[str, list
 
 
 def _atomic_parquet(frame: pl.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.write_parquet(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, frame.write_parquet)
+
+
+def _remove_temp_files(data_dir: Path) -> None:
+    """What a transform killed mid-write left: output temp files and the half-built database."""
+    remove_temp_files(iter([*data_dir.glob(f".*{TEMP_SUFFIX}"), *state_dir(data_dir).glob(f".*{TEMP_SUFFIX}")]))
+    (data_dir / "l2c.duckdb.tmp").unlink(missing_ok=True)
 
 
 def _load_duckdb(path: Path, event_log: Path, cases: Path, extra: dict[str, pl.DataFrame]) -> Path:
@@ -216,5 +221,7 @@ def _load_duckdb(path: Path, event_log: Path, cases: Path, extra: dict[str, pl.D
             con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _frame')
             con.unregister("_frame")
         con.execute(sql.joinpath("views.sql").read_text("utf-8"))
+    with open(tmp, "rb") as handle:  # durable before it replaces the previous database
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
     return path

@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import polars as pl
 
-import l2c
 import sql
-import transforms
 from connector.lake import Lake, atomic_write
+from l2c import analysis
+from transforms import cases, eventlog, events, incremental, quality, snapshot
+
+# The code the outputs depend on; l2c.build adds itself when it is imported.
+BUILD_MODULES: list[ModuleType] = [analysis, cases, eventlog, events, incremental, quality, snapshot,
+                                   sys.modules[__name__]]
 
 FRAMES = ("case_map", "event_users", "orphans")
 STATE_FILE = "state.json"
@@ -90,9 +96,10 @@ def lake_pages(data_dir: Path) -> dict[str, list[int]]:
 def fingerprint(*declarations: object) -> str:
     """sha256 of the loaded declarations' repr and of the code that turns the lake into the outputs."""
     digest = hashlib.sha256(repr(declarations).encode())
-    for package, pattern in ((transforms, "*.py"), (sql, "*.sql"), (l2c, "build*.py")):
-        for path in sorted(Path(next(iter(package.__path__))).glob(pattern)):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    sources = [Path(module.__file__ or "") for module in BUILD_MODULES]
+    sources += sorted(Path(next(iter(sql.__path__))).glob("*.sql"))
+    for path in sources:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
