@@ -82,6 +82,7 @@ def serve(args: argparse.Namespace) -> int:
         withdrawn_privileges={PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY} if args.no_audit_read else set(),
         change_tracking_off=set(args.no_change_tracking),
         token_lifetime=args.token_lifetime,
+        corrupt=frozenset(args.corrupt),
     )
     print(f"# generating the sandbox org: seed {state.seed}, {state.leads} leads ...", file=sys.stderr, flush=True)
     sandbox = Sandbox(state_dir, state, options).start()

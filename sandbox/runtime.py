@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from sandbox import entra, protection, server, tls
+from sandbox import corrupt, entra, protection, server, tls
 from sandbox.app import SandboxApp
 from sandbox.orgdata import BASE_CLOCK, OrgData
 from sandbox.simulator import simulate
@@ -69,6 +69,10 @@ class SandboxOptions:
     change_tracking_off: set[str] = field(default_factory=set)
     token_lifetime: int = 3599
     expire_change_tracking_days: int = 7
+    corrupt: frozenset[str] = frozenset()  # kinds of sandbox/corrupt.py: malformed data for a few records
+
+    def __post_init__(self) -> None:
+        corrupt.check(self.corrupt)
 
 
 class Sandbox:
@@ -123,7 +127,8 @@ class Sandbox:
                                  token_lifetime=self.options.token_lifetime)
         self.webapi = WebApi(
             lambda: self.store,
-            WebApiOptions(org_url=url, withdrawn_privileges=self.options.withdrawn_privileges),
+            WebApiOptions(org_url=url, withdrawn_privileges=self.options.withdrawn_privileges,
+                          corrupt=self.options.corrupt),
             authenticate=self._authenticate,
             protection=self.protection,
         )

@@ -22,7 +22,7 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import unquote
 
-from sandbox import odata, paging
+from sandbox import corrupt, odata, paging
 from sandbox.batch import handle_batch
 from sandbox.entra import InvalidToken
 from sandbox.metadata import attribute_rows, entity_rows, metadata_table, query_metadata
@@ -56,6 +56,7 @@ class WebApiOptions:
     org_url: str  # e.g. https://127.0.0.1:8443 (what tokens must be issued for)
     withdrawn_privileges: set[str] = field(default_factory=set)
     max_batch: int = 1000
+    corrupt: frozenset[str] = frozenset()  # malformed data on the way out (sandbox/corrupt.py)
 
 
 class WebApi:
@@ -253,6 +254,7 @@ class WebApi:
         if wanted.includes(f"{CRM}.totalrecordcountlimitexceeded"):
             body[f"@{CRM}.totalrecordcountlimitexceeded"] = total is not None and total > MAX_COUNT
         body["value"] = [render_entity(store, table, row, columns, ann) for row in page.iter_rows(named=True)]
+        body["value"] = corrupt.rows(self.options.corrupt, store, table, body["value"])
         if next_token is not None:
             body["@odata.nextLink"] = paging.next_link(self.base + "/" + entity_set, request.query, next_token)
         elif parsed.track_changes:
@@ -274,6 +276,7 @@ class WebApi:
         rows, deletions, more = store.delta(served, version, parsed.page_size, after)
         value: list[dict[str, Any]] = [render_entity(store, served.table, row, columns, ann)
                                        for row in rows.iter_rows(named=True)] if rows.height else []
+        value = corrupt.rows(self.options.corrupt, store, served.table, value)
         entity_set = served.table.entity_set
         for gone in deletions:
             value.append({"@odata.context": f"{self.base}/$metadata#{entity_set}/$deletedEntity",
@@ -296,7 +299,7 @@ class WebApi:
         ann = self._annotations(odata.parse_query(audit_table, [], prefer))
         return json_response(200, {
             "@odata.context": f"{self.base}/$metadata#Microsoft.Dynamics.CRM.RetrieveAuditDetailsResponse",
-            "AuditDetail": self._detail(store, row, ann),
+            "AuditDetail": corrupt.detail(self.options.corrupt, store, row["auditid"], self._detail(store, row, ann)),
         })
 
     def _detail(self, store: Store, row: dict[str, Any], ann: Annotations) -> dict[str, Any]:
