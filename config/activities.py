@@ -79,7 +79,8 @@ def load_activities(path: Path | None, tables: TablesConfig) -> list[Rule]:
         raise ConfigError(f"cannot read the activity map {path}: {exc.strerror}",
                           hint="set L2C_ACTIVITY_MAP to an existing file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{path} is not valid TOML: {exc}",
+                          hint="fix the syntax at that line (L2C_ACTIVITY_MAP names the file)") from None
     try:
         rules = Catalogue.model_validate(data).activity
     except ValidationError as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dotenv.parser import parse_stream
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -82,6 +83,9 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment and `.env`, or ConfigError naming the variable (secrets masked)."""
+    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    if isinstance(env_file, str | Path):
+        _check_env_file(Path(env_file))
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -91,3 +95,18 @@ def load_settings(**overrides: Any) -> Settings:
             f"invalid setting {name}: {first['msg']}",
             hint="fix it in the environment or .env (see README, Configuration)",
         ) from None
+
+
+def _check_env_file(path: Path) -> None:
+    """python-dotenv skips a line it cannot parse with a log warning only, and the setting on it silently falls
+    back to its default; name the line instead (never its text: it may hold a secret)."""
+    if not path.is_file():
+        return
+    try:
+        with path.open(encoding="utf-8") as stream:
+            broken = [b.original.line for b in parse_stream(stream) if b.error]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", hint="save it as UTF-8 text of NAME=value lines") from None
+    if broken:
+        raise ConfigError(f"{path}: line {', '.join(map(str, broken))} is not NAME=value",
+                          hint="fix or remove it (see README, Configuration)")

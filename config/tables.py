@@ -81,7 +81,8 @@ def load_tables(path: Path | None = None) -> TablesConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read the table declarations {source}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{source} is not valid TOML: {exc}",
+                          hint="fix the syntax at that line (L2C_TABLES names the file)") from None
     try:
         return TablesConfig.model_validate(data)
     except ValidationError as exc:

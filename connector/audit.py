@@ -49,6 +49,7 @@ class AuditResult:
     rows: int = 0
     pages: int = 0
     details: int = 0
+    quarantined: int = 0  # audit rows and details that did not convert (raw/audit*/*/quarantine-*.parquet)
     deletions: dict[str, int] = field(default_factory=dict)
     available: bool = True
     details_available: bool = True
@@ -115,6 +116,7 @@ class _Reader:
             with self.lock:
                 self.result.rows += frame.height
                 self.result.pages += 1
+                self.result.quarantined += len(bad)
             state = self.states.load(state_name)
             state.mode = "watermark"
             if page.next_link:
@@ -152,6 +154,9 @@ def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesCon
         return result
     result.after = states.load(AUDIT).watermark
     _details(client, lake, tables, metas, run_id=run_id, result=result, batch_get=batch_get)
+    if result.quarantined:
+        result.notes.append(f"{result.quarantined} quarantined (malformed audit rows or details, kept in "
+                            "raw/audit*/*/quarantine-*.parquet)")
     return result
 
 
@@ -185,13 +190,16 @@ def _backfill(reader: _Reader, since: datetime | None, max_ranges: int) -> None:
         probe = reader.client.get(reader.url(since, None).replace("?", "?$top=1&", 1), kind="audit")
         first = probe.json.get("value", [])
         signpost = probe.date or datetime.now(UTC)
-        lower = since or (datetime.fromisoformat(first[0]["createdon"].replace("Z", "+00:00")) if first else signpost)
-        count = max(1, min(max_ranges, 64)) if first else 1
-        span = (signpost - lower) / count
-        bounds = [lower + span * i for i in range(count)] + [signpost]
+        # A first row without a readable createdon (it lands in quarantine) cannot date the start: one range.
+        lower = since or (_created(first[0]) if first else signpost)
+        count = max(1, min(max_ranges, 64)) if first and lower is not None else 1
+        bounds: list[datetime | None] = [None, signpost]
+        if lower is not None:
+            bounds = [lower + (signpost - lower) / count * i for i in range(count)] + [signpost]
         for index in range(count):
             plan = reader.states.load(_range_name(index))
-            plan.mode, plan.watermark = "watermark", state_time(bounds[index])
+            start = bounds[index]
+            plan.mode, plan.watermark = "watermark", state_time(start) if start is not None else None
             plan.resume, plan.last_success = None, None
             # The last range has no upper bound: rows written while the run pages are read now, not lost.
             plan.signpost = state_time(bounds[index + 1]) if index + 1 < count else None
@@ -222,6 +230,14 @@ def _backfill(reader: _Reader, since: datetime | None, max_ranges: int) -> None:
     reader.states.save(state)
     for index in range(len(plans)):
         reader.states.path(_range_name(index)).unlink(missing_ok=True)
+
+
+def _created(row: dict[str, Any]) -> datetime | None:
+    try:
+        created = datetime.fromisoformat(str(row.get("createdon")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return created if created.tzinfo is not None else None
 
 
 def _privilege(message: str) -> str:
@@ -299,7 +315,7 @@ def _details(client: Client, lake: Lake, tables: TablesConfig, metas: dict[str, 
             result.notes.append(f"audit details not readable ({_privilege(str(exc))}): state changes come from "
                                 "audit actions and snapshot differences only")
             return
-        records = []
+        records, bad = [], []
         for auditid, reply in zip(chunk, replies, strict=True):
             if reply.status == 403:
                 result.details_available = False
@@ -308,7 +324,13 @@ def _details(client: Client, lake: Lake, tables: TablesConfig, metas: dict[str, 
             if reply.status != 200:
                 log.warning("RetrieveAuditDetails(%s) answered %s; skipped this run", auditid, reply.status)
                 continue
-            detail = reply.json.get("AuditDetail", {})
+            detail = reply.json.get("AuditDetail", {}) if isinstance(reply.json, dict) else None
+            if not isinstance(detail, dict) or not all(isinstance(detail.get(side) or {}, dict)
+                                                       for side in ("OldValue", "NewValue")):
+                # Kept apart and counted, never landed as "no change"; asked for again by the next run.
+                bad.append(({"auditid": auditid, "reply": reply.json},
+                            "RetrieveAuditDetails: AuditDetail, OldValue or NewValue is not an object"))
+                continue
             records.append({"auditid": auditid, "objecttypecode": types[auditid],
                             "objectid": objects[auditid],
                             "old_values": json.dumps(_values(detail.get("OldValue")), default=str),
@@ -317,6 +339,9 @@ def _details(client: Client, lake: Lake, tables: TablesConfig, metas: dict[str, 
             frame = pl.DataFrame(records, schema=DETAIL_SCHEMA)
             lake.write_page(DETAILS, stream, number, frame, run_id=run_id, extracted_at=None)
             result.details += frame.height
+        if bad:
+            lake.write_quarantine(DETAILS, stream, number, bad, run_id=run_id)
+            result.quarantined += len(bad)
 
 
 def _values(entity: dict[str, Any] | None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 MSAL keeps the token in its in-memory cache and returns it until it nears expiry, so `token()` is cheap
 to call before every request. MSAL talks to the authority through the same trusting requests session as
 the Web API (connector/tls.py). MSAL's error dicts and exceptions become AuthError / SourceUnavailable
-here and nowhere else; messages name the AADSTS code and say what to change, and never contain a secret.
+(ConfigError for an untrusted certificate, as on the Web API) here and nowhere else; messages name the AADSTS
+code and say what to change, and never contain a secret.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from config.settings import Settings
+from connector.tls import untrusted
 from l2c.errors import AuthError, ConfigError, SourceUnavailable
 
 # What to do about the Entra errors a data engineer meets first (AADSTS codes from error_codes).
@@ -116,17 +118,18 @@ class TokenProvider:
                                     hint="check AZURE_AUTHORITY_HOST and AZURE_TENANT_ID",
                                     url=self.authority) from None
         except requests.RequestException as exc:
-            raise SourceUnavailable(f"cannot reach the sign-in authority: {type(exc).__name__}",
-                                    hint="check the network and AZURE_AUTHORITY_HOST", url=self.authority) from None
+            raise untrusted(exc, self.authority) or SourceUnavailable(
+                f"cannot reach the sign-in authority: {type(exc).__name__}",
+                hint="check the network and AZURE_AUTHORITY_HOST", url=self.authority) from None
 
     def token(self) -> str:
         with self._lock:
             try:
                 result: dict[str, Any] = self.app.acquire_token_for_client(scopes=[self.scope])
             except requests.RequestException as exc:
-                raise SourceUnavailable(f"cannot reach the sign-in authority: {type(exc).__name__}",
-                                        hint="check the network and AZURE_AUTHORITY_HOST",
-                                        url=self.authority) from None
+                raise untrusted(exc, self.authority) or SourceUnavailable(
+                    f"cannot reach the sign-in authority: {type(exc).__name__}",
+                    hint="check the network and AZURE_AUTHORITY_HOST", url=self.authority) from None
         if "access_token" in result:
             return str(result["access_token"])
         raise auth_error(result)

@@ -33,8 +33,8 @@ from config.settings import Settings
 from connector.auth import TokenProvider
 from connector.batch import MAX_BATCH, encode_batch, parse_batch  # importable from here too, as before
 from connector.throttle import AdaptiveLimiter, RetryAfterGate, retry_after  # likewise
-from connector.tls import trusting_session
-from l2c.errors import AuthError, ConfigError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
+from connector.tls import trusting_session, untrusted
+from l2c.errors import AuthError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
 
 API_PATH = "/api/data/v9.2/"
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -269,10 +269,9 @@ class DataverseClient:
             try:
                 response = self.session.send(prepared, timeout=self.timeout, allow_redirects=False, **env)
             except requests.exceptions.SSLError as exc:
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
-                    raise ConfigError(f"the TLS certificate of {urlsplit(url).netloc} is not trusted",
-                                      hint="if a corporate proxy (or the sandbox) signs it, point L2C_CA_BUNDLE at "
-                                      "its CA certificate; verification is never switched off") from None
+                distrust = untrusted(exc, url)
+                if distrust is not None:
+                    raise distrust from None
                 self._count(kind, resets=1)
                 raise _Retry(f"TLS error ({type(exc).__name__})") from None
             except requests.Timeout as exc:

@@ -63,11 +63,13 @@ def load(client: Client, tables: TablesConfig, state_dir: Path, *, now: datetime
     """Metadata of every declared table (and `audit`), validated against the declarations."""
     now = now or datetime.now(UTC)
     cached = _read_cache(state_dir, tables, now)
+    fetched = cached is None
     if cached is None:
         cached = _fetch(client, tables, audit_table=audit_table)
-        _write_cache(state_dir, tables, cached, now)
     for table in tables.table:
         validate(table, cached[table.name])
+    if fetched:  # after the checks: declarations the org refuses leave the data directory as it was
+        _write_cache(state_dir, tables, cached, now)
     return cached
 
 
@@ -138,7 +140,7 @@ def _read_cache(state_dir: Path, tables: TablesConfig, now: datetime) -> dict[st
 
 
 def _write_cache(state_dir: Path, tables: TablesConfig, metas: dict[str, TableMeta], now: datetime) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # beside the state files (0600)
     doc = {"fingerprint": _fingerprint(tables), "fetched_at": now.isoformat(),
            "tables": {name: asdict(meta) for name, meta in metas.items()}}
     tmp = state_dir / (CACHE_FILE + ".tmp")

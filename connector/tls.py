@@ -12,6 +12,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -58,6 +59,16 @@ class TrustingAdapter(HTTPAdapter):
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         # Trust comes from self._context only; an environment CA bundle must not replace it.
         super().cert_verify(conn, url, True, cert)
+
+
+def untrusted(exc: BaseException, url: str) -> ConfigError | None:
+    """Our error for a foreign exception that is a failed certificate verification (on the sign-in or the Web API
+    connection alike), else None: retrying cannot help, trusting the right CA can."""
+    if "CERTIFICATE_VERIFY_FAILED" not in str(exc) and "certificate verify failed" not in str(exc):
+        return None
+    return ConfigError(f"the TLS certificate of {urlsplit(url).netloc} is not trusted",
+                       hint="if a corporate proxy (or the sandbox) signs it, point L2C_CA_BUNDLE at its CA "
+                       "certificate; verification is never switched off")
 
 
 def trusting_session(ca_bundle: Path | None, *, pool_size: int = 10) -> requests.Session:
