@@ -64,8 +64,10 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
         lake.cleanup()  # temp files a killed run left behind (we hold the lock)
         states.cleanup()
         manifest.save(data_dir)  # a killed run still leaves its record
-        client = DataverseClient(settings)
+        client: DataverseClient | None = None
         try:
+            client = DataverseClient(settings)  # inside: a bad CA bundle or certificate still finishes the manifest
+            client.tokens.token()  # sign in once, so a refused credential is one error, not one per table
             metas = metadata.load(client, tables, states.directory)
             ctx = SyncContext(client=client, lake=lake, states=states, tables=tables, run_id=run_id,
                               page_size=settings.page_size, since=since,
@@ -94,7 +96,7 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
         except L2CError as exc:
             result.errors["run"] = exc
         result.seconds = time.perf_counter() - started
-        result.requests = with_total(client.stats())
+        result.requests = with_total(client.stats() if client else {})
         _fill(manifest, result)
         manifest.save(data_dir)
     return result
@@ -141,6 +143,7 @@ def _fill(manifest: RunManifest, result: ExtractResult) -> None:
     if result.audit is not None:
         run = manifest.table("audit")
         run.rows, run.pages, run.audit_details = result.audit.rows, result.audit.pages, result.audit.details
+        run.quarantined = result.audit.quarantined
         run.watermark_before, run.watermark_after = result.audit.before, result.audit.after
     for name, error in result.errors.items():
         manifest.table(name).error = str(error)

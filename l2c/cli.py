@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-change-tracking", action="append", default=[], metavar="TABLE",
                        help="turn change tracking off for a table (repeatable)")
     serve.add_argument("--token-lifetime", type=int, default=3599, help="access token lifetime in seconds")
+    serve.add_argument("--corrupt", action="append", default=[], metavar="KIND", help="serve malformed data for a few "
+                       "named records (repeatable; the kinds are listed in sandbox/corrupt.py)")
     serve.add_argument("--certificate", action="store_true",
                        help="print the certificate credential instead of the client secret")
     serve.set_defaults(func=_sandbox_serve)

@@ -9,7 +9,9 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
+from config.activities import load_activities
 from config.settings import Settings, load_settings
+from config.tables import load_tables
 from connector.extract import ExtractResult, extract
 from l2c.progress import RunProgress
 
@@ -40,8 +42,8 @@ def extract_only(args: argparse.Namespace) -> int:
     print(summary(result), flush=True)
     for note in result.notes:
         print(f"note: {note}", flush=True)
-    for name, error in result.errors.items():
-        print(f"l2c: error: {name}: {error}", file=sys.stderr, flush=True)
+    for name, error in result.errors.items():  # "run": an error of the whole run, not of one table
+        print(f"l2c: error: {'' if name == 'run' else name + ': '}{error}", file=sys.stderr, flush=True)
     return result.exit_code
 
 
@@ -60,6 +62,10 @@ def transform_only(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The transform's declarations are checked before the extract: a bad activity map must not cost a whole
+    # extract first (`l2c extract` alone does not need them all: a trimmed L2C_TABLES may omit rule tables).
+    settings = load_settings()
+    load_activities(settings.activity_map, load_tables(settings.tables_file))
     code = extract_only(args)
     if code != 0:
         return code
