@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     since: str | None = Field(default=None, validation_alias="L2C_SINCE")
     max_concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY, validation_alias="L2C_MAX_CONCURRENCY")
     page_size: int = Field(default=MAX_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, validation_alias="L2C_PAGE_SIZE")
+    # How long one request may take to answer, and how long a failing request is retried (429s, 5xx, resets,
+    # timeouts) before the run gives up with exit 4.
+    http_timeout: float = Field(default=120.0, gt=0, validation_alias="L2C_HTTP_TIMEOUT")
+    retry_budget: float = Field(default=900.0, gt=0, validation_alias="L2C_RETRY_BUDGET")
     activity_map: Path | None = Field(default=None, validation_alias="L2C_ACTIVITY_MAP")  # default: packaged
     tables_file: Path | None = Field(default=None, validation_alias="L2C_TABLES")  # default: config/tables.toml
     # The built-in sandbox's org when DATAVERSE_URL is unset (its clock moves with `l2c sandbox advance`).

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msal
+import msal.exceptions
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -103,24 +104,37 @@ class TokenProvider:
         self.scope = f"{settings.dataverse_url}/.default"
         self.authority = f"{settings.azure_authority_host}/{settings.azure_tenant_id}"
         self._lock = threading.Lock()
-        try:
-            self.app = msal.ConfidentialClientApplication(
-                settings.azure_client_id,
-                authority=self.authority,
-                client_credential=_credential(settings),
-                # Instance discovery asks login.microsoftonline.com about the authority host; off for sovereign
-                # clouds and the sandbox, whose hosts it does not know (DATAVERSE.md, MSAL 1.39).
-                instance_discovery=False,
-                http_client=session,
-            )
-        except ValueError as exc:  # MSAL raises ValueError when the authority's discovery document fails
-            raise SourceUnavailable(f"cannot read the sign-in authority's configuration: {exc}",
-                                    hint="check AZURE_AUTHORITY_HOST and AZURE_TENANT_ID",
-                                    url=self.authority) from None
-        except requests.RequestException as exc:
-            raise untrusted(exc, self.authority) or SourceUnavailable(
-                f"cannot reach the sign-in authority: {type(exc).__name__}",
-                hint="check the network and AZURE_AUTHORITY_HOST", url=self.authority) from None
+        self._client_id, self._session = settings.azure_client_id, session
+        self._credential = _credential(settings)  # now: an unreadable certificate is a ConfigError, not retried
+        self._app: msal.ConfidentialClientApplication | None = None
+
+    @property
+    def app(self) -> msal.ConfidentialClientApplication:
+        """The MSAL client, built on first use: building it reads the authority's discovery document, which can
+        fail like any request, and so is retried with the sign-in (DataverseClient.sign_in)."""
+        if self._app is None:
+            try:
+                self._app = msal.ConfidentialClientApplication(
+                    self._client_id,
+                    authority=self.authority,
+                    client_credential=self._credential,
+                    # Instance discovery asks login.microsoftonline.com about the authority host; off for sovereign
+                    # clouds and the sandbox, whose hosts it does not know (DATAVERSE.md, MSAL 1.39).
+                    instance_discovery=False,
+                    http_client=self._session,
+                )
+            except ValueError as exc:  # MSAL raises ValueError when the authority's discovery document fails
+                raise SourceUnavailable(f"cannot read the sign-in authority's configuration: {exc}",
+                                        hint="check AZURE_AUTHORITY_HOST and AZURE_TENANT_ID",
+                                        url=self.authority) from None
+            except requests.RequestException as exc:
+                raise untrusted(exc, self.authority) or SourceUnavailable(
+                    f"cannot reach the sign-in authority: {type(exc).__name__}",
+                    hint="check the network and AZURE_AUTHORITY_HOST", url=self.authority) from None
+            except msal.exceptions.MsalServiceError as exc:  # MSAL's raise_for_status: a 5xx or 429 from Entra
+                raise SourceUnavailable(f"the sign-in authority failed: {exc}", hint="rerun later",
+                                        url=self.authority) from None
+        return self._app
 
     def token(self) -> str:
         with self._lock:
@@ -130,6 +144,9 @@ class TokenProvider:
                 raise untrusted(exc, self.authority) or SourceUnavailable(
                     f"cannot reach the sign-in authority: {type(exc).__name__}",
                     hint="check the network and AZURE_AUTHORITY_HOST", url=self.authority) from None
+            except msal.exceptions.MsalServiceError as exc:  # MSAL's own raise_for_status: a 5xx or 429 from Entra
+                raise SourceUnavailable(f"the sign-in authority failed: {exc}", hint="rerun later",
+                                        url=self.authority) from None
         if "access_token" in result:
             return str(result["access_token"])
         raise auth_error(result)
@@ -137,6 +154,8 @@ class TokenProvider:
     def invalidate(self) -> None:
         """Forget cached tokens (after a 401), so the next call signs in again."""
         with self._lock:
+            if self._app is None:
+                return
             # A list: removing entries while MSAL's search generator walks the cache would break it.
             for token in list(self.app.token_cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
                 self.app.token_cache.remove_at(token)

@@ -67,7 +67,7 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
         client: DataverseClient | None = None
         try:
             client = DataverseClient(settings)  # inside: a bad CA bundle or certificate still finishes the manifest
-            client.tokens.token()  # sign in once, so a refused credential is one error, not one per table
+            client.sign_in()  # once, so a refused credential is one error, not one per table
             metas = metadata.load(client, tables, states.directory)
             ctx = SyncContext(client=client, lake=lake, states=states, tables=tables, run_id=run_id,
                               page_size=settings.page_size, since=since,

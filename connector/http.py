@@ -130,8 +130,8 @@ def server_date(values: Sequence[str]) -> datetime | None:
 
 
 class DataverseClient:
-    def __init__(self, settings: Settings, *, read_timeout: float = 120.0, connect_timeout: float = 10.0,
-                 budget_s: float = 900.0, backoff_base_s: float = 1.0, backoff_max_s: float = 60.0,
+    def __init__(self, settings: Settings, *, read_timeout: float | None = None, connect_timeout: float = 10.0,
+                 budget_s: float | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 60.0,
                  max_batch: int = MAX_BATCH) -> None:
         assert settings.dataverse_url, "DATAVERSE_URL must be resolved before the client is built"
         self.origin = settings.dataverse_url.rstrip("/")
@@ -140,8 +140,8 @@ class DataverseClient:
         self.session.headers.update({"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0",
                                      "Accept-Encoding": "gzip", "User-Agent": "l2c"})
         self.tokens = TokenProvider(settings, self.session)
-        self.timeout = (connect_timeout, read_timeout)
-        self.budget_s = budget_s
+        self.timeout = (connect_timeout, settings.http_timeout if read_timeout is None else read_timeout)
+        self.budget_s = settings.retry_budget if budget_s is None else budget_s
         self.max_batch = max(1, min(max_batch, MAX_BATCH))
         self.limiter = AdaptiveLimiter(settings.max_concurrency)
         self.gate = RetryAfterGate()
@@ -192,6 +192,17 @@ class DataverseClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def sign_in(self) -> None:
+        """Get a token now, retried like any request: a refused credential is one error before any table
+        starts, not one per table."""
+        def attempt() -> None:
+            try:
+                self.tokens.token()
+            except SourceUnavailable as exc:  # the authority could not be reached or failed: transient
+                raise _Retry(f"sign-in failed ({exc.message})") from None
+
+        self._call("sign-in", self.tokens.authority, attempt)
 
     # --- the retry loop ----------------------------------------------------------------------------------
 
