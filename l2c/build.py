@@ -43,8 +43,8 @@ PRIMARY_KEYS = {"lead": "leadid", "opportunity": "opportunityid", "quote": "quot
 
 Schema = dict[str, pl.DataType | type[pl.DataType]]
 AUDIT_SCHEMA: Schema = {"auditid": pl.Utf8, "createdon": pl.Datetime("us", "UTC"), "operation": pl.Int32,
-                        "action": pl.Int32, "objecttypecode": pl.Utf8, "_objectid_value": pl.Utf8,
-                        "_userid_value": pl.Utf8}
+                        "action": pl.Int32, "action__label": pl.Utf8, "objecttypecode": pl.Utf8,
+                        "_objectid_value": pl.Utf8, "_userid_value": pl.Utf8}
 DETAILS_SCHEMA: Schema = {"auditid": pl.Utf8, "objecttypecode": pl.Utf8, "objectid": pl.Utf8, "old_values": pl.Utf8,
                           "new_values": pl.Utf8}
 
@@ -168,6 +168,7 @@ def _transform(settings: Settings, full: bool) -> BuildResult:
         users = event_users(events.lazy(), cases_of.lazy()).collect()
         mode, recomputed = "full", case_table.height
     issues = quality.quality_issues(log, inputs.records, orphans, keys=PRIMARY_KEYS, landed=inputs.landed,
+                                    audit=inputs.audit, details=inputs.details,
                                     created_activities=inputs.created_activities)
     _atomic_parquet(log, out["event_log"])
     _atomic_parquet(case_table, out["cases"])

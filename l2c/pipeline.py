@@ -13,6 +13,7 @@ from config.activities import load_activities
 from config.settings import Settings, load_settings
 from config.tables import load_tables
 from connector.extract import ExtractResult, extract
+from connector.lock import RunLock
 from l2c.progress import RunProgress
 
 
@@ -20,6 +21,9 @@ from l2c.progress import RunProgress
 def resolved(settings: Settings) -> Iterator[Settings]:
     if settings.uses_sandbox:
         from l2c.sandbox_cli import in_process
+
+        with RunLock(settings.data_dir):  # refuse (exit 5) before the sandbox writes its files beside the data
+            pass
 
         with in_process(settings) as sandboxed:
             yield sandboxed

@@ -5,7 +5,9 @@ of its events; `missing_timestamp` (error) an event or a record without a time; 
 the same id and `_version` landed twice with different content; `orphan_record` (error) a quote, order or
 invoice whose events link to no opportunity (they are kept out of the log); `dateonly_timezone_shift`
 (warning) a UserLocal DateOnly value that is a user's local midnight stored in UTC, not UTC midnight, so
-reading it as a UTC date gives another day than the user entered. Pure polars; `case_id` is filled where the
+reading it as a UTC date gives another day than the user entered; `unreadable_audit` (warning) an audit row
+whose action code the org's metadata does not know, or audit details whose old/new values do not parse: no
+rule can read them, so an event they would give is missing. Pure polars; `case_id` is filled where the
 object is in the log.
 """
 
@@ -25,6 +27,7 @@ CHECKS = {  # check -> (severity, how the run summary counts it)
     "duplicate_row_version": ("error", "row versions landed twice with different content"),
     "orphan_record": ("error", "orphan quotes/orders/invoices (no opportunity)"),
     "dateonly_timezone_shift": ("warning", "DateOnly values shifted by time zone"),
+    "unreadable_audit": ("warning", "audit rows no rule can read"),
 }
 # DateOnly columns with DateTimeBehavior "UserLocal": stored as the entering user's local midnight in UTC.
 USER_LOCAL_DATES = {"opportunity": ("estimatedclosedate", "actualclosedate")}
@@ -129,9 +132,25 @@ def dateonly_shifts(records: Mapping[str, pl.LazyFrame], keys: Mapping[str, str]
                    "dateonly_timezone_shift")
 
 
+def unreadable_audit(audit: pl.LazyFrame, details: pl.LazyFrame, case_map: pl.LazyFrame) -> pl.LazyFrame:
+    """Audit rows with an action code that has no label (unknown to the org's metadata), and details whose
+    old or new values are not JSON."""
+    unknown = audit.filter(pl.col("action").is_not_null() & pl.col("action__label").is_null()).select(
+        pl.col("objecttypecode").alias("object_type"), pl.col("_objectid_value").alias("object_id"),
+        pl.format("audit row {}: unknown action code {}", pl.col("auditid"), pl.col("action")).alias("detail"))
+    unparsed = (pl.col("old_values").is_not_null() & pl.col("old_values").str.json_path_match("$").is_null()) | (
+        pl.col("new_values").is_not_null() & pl.col("new_values").str.json_path_match("$").is_null())
+    broken = details.filter(unparsed).select(
+        pl.col("objecttypecode").alias("object_type"), pl.col("objectid").alias("object_id"),
+        pl.format("audit row {}: old/new values do not parse", pl.col("auditid")).alias("detail"))
+    return _issues(pl.concat([unknown, broken]).join(case_map, on=["object_type", "object_id"], how="left"),
+                   "unreadable_audit")
+
+
 def quality_issues(event_log: pl.DataFrame, records: Mapping[str, pl.LazyFrame], orphans: pl.DataFrame, *,
                    keys: Mapping[str, str], created_activities: Collection[str],
                    landed: Mapping[str, pl.LazyFrame] | None = None,
+                   audit: pl.LazyFrame | None = None, details: pl.LazyFrame | None = None,
                    user_local_dates: Mapping[str, tuple[str, ...]] = USER_LOCAL_DATES) -> pl.DataFrame:
     """Every finding of every check, sorted by check, object type, object id."""
     log = event_log.lazy()
@@ -143,6 +162,8 @@ def quality_issues(event_log: pl.DataFrame, records: Mapping[str, pl.LazyFrame],
         orphan_records(orphans),
         dateonly_shifts(records, keys, case_map, user_local_dates),
     ]
+    if audit is not None and details is not None:
+        parts.append(unreadable_audit(audit, details, case_map))
     return pl.concat(parts).sort("check", "object_type", "object_id", "detail").collect()
 
 

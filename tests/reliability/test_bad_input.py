@@ -220,6 +220,8 @@ def test_an_unknown_audit_action_lands_typed_and_makes_no_event(served: Outcome)
     assert rows.get_column("action__label").is_null().all()
     event_ids = served.log().get_column("event_id")
     assert not any(event_ids.str.starts_with(f"audit/{auditid}/").any() for auditid in ids)
+    flagged = served.issues("unreadable_audit").get_column("detail").to_list()  # the quality report says so
+    assert sorted(flagged) == sorted(f"audit row {i}: unknown action code {corrupt.UNKNOWN_ACTION}" for i in ids)
 
 
 def test_audit_details_that_do_not_parse_land_verbatim_or_in_quarantine(served: Outcome) -> None:
