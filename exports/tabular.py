@@ -12,7 +12,7 @@ meanwhile) and each batch is formatted by polars, so memory stays flat however l
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -131,14 +131,21 @@ def write_csv(frames: Iterable[pl.DataFrame], handle: IO[bytes]) -> tuple[int, i
     return events, cases
 
 
-def export(settings: Settings, out: Path, *, batch_size: int = BATCH_SIZE) -> Exported:
+def stream_log(settings: Settings, out: Path,
+               write: Callable[[pq.ParquetFile, IO[bytes]], tuple[int, int]]) -> Exported:
+    """Write `out` atomically with `write(event log, handle) -> (events, cases)`, the log read as one open file:
+    a consistent log even if a transform replaces it meanwhile."""
     event_log, _, _ = outputs(settings)
     out = file_target(out)
     check_precision(event_log)
     counts: list[tuple[int, int]] = []
-    with event_log.open("rb") as source:  # one open file: a consistent log even if a transform replaces it
+    with event_log.open("rb") as source:
         parquet = pq.ParquetFile(source)
-        atomic_write(out, lambda handle: counts.append(
-            write_csv(log_batches(parquet, batch_size=batch_size), handle)))
+        atomic_write(out, lambda handle: counts.append(write(parquet, handle)))
     events, cases = counts[0]
     return Exported(out, events, cases)
+
+
+def export(settings: Settings, out: Path, *, batch_size: int = BATCH_SIZE) -> Exported:
+    return stream_log(settings, out, lambda parquet, handle: write_csv(log_batches(parquet, batch_size=batch_size),
+                                                                        handle))
