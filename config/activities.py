@@ -106,7 +106,14 @@ def load_activities(path: Path | None, tables: TablesConfig) -> list[Rule]:
         if rule.trigger in ("action", "changed", "deleted") and not table.audit:
             raise ConfigError(f"{path}: rule '{rule.name}' needs the audit history of {rule.table}",
                               hint=f"set audit = true for {rule.table} in config/tables.toml")
-        if rule.trigger == "changed" and rule.column not in table.audit_columns:
-            raise ConfigError(f"{path}: rule '{rule.name}' reads changes of {rule.table}.{rule.column}",
-                              hint=f"add {rule.column} to audit_columns of {rule.table} in config/tables.toml")
     return rules
+
+
+def detail_columns(rules: list[Rule]) -> dict[str, set[str]]:
+    """table -> the columns whose old/new values the `changed` rules read: the audit rows whose details the
+    extract fetches (besides `audit_columns` and Delete rows)."""
+    needed: dict[str, set[str]] = {}
+    for rule in rules:
+        if rule.trigger == "changed" and rule.column is not None:
+            needed.setdefault(rule.table, set()).add(rule.column)
+    return needed

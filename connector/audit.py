@@ -4,9 +4,10 @@ Audit rows are read by a `createdon` watermark (closed lower bound with an overl
 time of the first page, rows already landed dropped by auditid). A first backfill is split into createdon
 ranges read side by side. The Web API's audit rows carry no old/new values ([PD]
 auditing/retrieve-audit-data.md: `changedata` is not exposed); those come from `RetrieveAuditDetails`, asked
-only for the Update rows whose attributemask names a column listed in `audit_columns` (and the rare Delete
-rows), in `$batch` requests (a batch counts once against the request limit, [PD] api-limits.md). Details
-are "needed minus landed", so a killed run simply fetches what is still missing. Without the audit
+only for the Update rows whose attributemask names a column an activity rule reads (or one listed in
+`audit_columns`) and for the rare Delete rows, in `$batch` requests sent side by side (a batch counts once
+against the request limit, [PD] api-limits.md). Details are "needed minus landed", so a killed run (or a
+rule added later) simply fetches what is still missing. Without the audit
 privilege the run goes on without audit and says so.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -131,7 +133,8 @@ class _Reader:
 
 def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesConfig, metas: dict[str, TableMeta],
                *, run_id: str, page_size: int, since: datetime | None, watermark_tables: set[str],
-               batch_get: Any, max_ranges: int = 1) -> AuditResult:
+               batch_get: Any, max_ranges: int = 1,
+               detail_columns: Mapping[str, Collection[str]] | None = None) -> AuditResult:
     result = AuditResult()
     audited = [t for t in tables.audited if t.name in metas]
     if not audited or AUDIT not in metas:
@@ -153,7 +156,8 @@ def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesCon
                             "tracking")
         return result
     result.after = states.load(AUDIT).watermark
-    _details(client, lake, tables, metas, run_id=run_id, result=result, batch_get=batch_get)
+    _details(client, lake, tables, metas, run_id=run_id, result=result, batch_get=batch_get,
+             columns=detail_columns or {}, workers=max_ranges)
     if result.quarantined:
         result.notes.append(f"{result.quarantined} quarantined (malformed audit rows or details, kept in "
                             "raw/audit*/*/quarantine-*.parquet)")
@@ -270,8 +274,10 @@ def mask_hits(mask: pl.Expr, numbers: list[int]) -> pl.Expr:
     return parts.list.eval(pl.element().is_in(numbers)).list.any().fill_null(False)
 
 
-def needed_details(lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta]) -> pl.DataFrame:
-    """Audit rows (auditid, objecttypecode) whose details an audit column needs and that are not landed."""
+def needed_details(lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta],
+                   columns: Mapping[str, Collection[str]] | None = None) -> pl.DataFrame:
+    """Audit rows (auditid, objecttypecode) whose details are needed and not landed: Update rows that change a
+    column a rule reads (`columns`, see config.activities.detail_columns) or an `audit_columns` column."""
     if not lake.has_rows(AUDIT):
         return pl.DataFrame(schema=NEEDED_SCHEMA)
     audit = lake.scan(AUDIT)
@@ -279,7 +285,8 @@ def needed_details(lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta]
     for cfg in tables.audited:
         if cfg.name not in metas:
             continue
-        numbers = list(metas[cfg.name].column_numbers(cfg.audit_columns))
+        watched = sorted({*cfg.audit_columns, *(columns or {}).get(cfg.name, ())})
+        numbers = list(metas[cfg.name].column_numbers(watched))
         # Update rows that change an audit column, and every Delete row: its old values name the record's links
         # (e.g. a quote's opportunity) even when the record was created and deleted between two runs.
         changes = (pl.col("operation") == OP_UPDATE) & mask_hits(pl.col("attributemask"), numbers)
@@ -296,52 +303,72 @@ def needed_details(lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta]
 
 
 def _details(client: Client, lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta], *, run_id: str,
-             result: AuditResult, batch_get: Any) -> None:
-    needed = needed_details(lake, tables, metas)
+             result: AuditResult, batch_get: Any, columns: Mapping[str, Collection[str]], workers: int = 1) -> None:
+    needed = needed_details(lake, tables, metas, columns)
     if needed.height == 0:
         return
     ids = needed.get_column("auditid").to_list()
     types = dict(zip(ids, needed.get_column("objecttypecode").to_list(), strict=True))
     objects = dict(zip(ids, needed.get_column("_objectid_value").to_list(), strict=True))
     stream = f"details-{run_id}"
-    for number, start in enumerate(range(0, len(ids), BATCH_SIZE), start=1):
-        chunk = ids[start:start + BATCH_SIZE]
+
+    def fetch(chunk: list[str]) -> Any:
         try:
-            replies = batch_get([f"audits({a})/Microsoft.Dynamics.CRM.RetrieveAuditDetails" for a in chunk],
-                                prefer=['odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'],
-                                kind="audit_detail")
+            return batch_get([f"audits({a})/Microsoft.Dynamics.CRM.RetrieveAuditDetails" for a in chunk],
+                             prefer=['odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'],
+                             kind="audit_detail")
         except PermissionDenied as exc:
+            return exc
+
+    chunks = [ids[start:start + BATCH_SIZE] for start in range(0, len(ids), BATCH_SIZE)]
+    # Batches go out side by side (the client's limiter and Retry-After gate bound them); each is landed in
+    # order on this thread, and at most one window of answers is held in memory.
+    window = max(1, workers) * 2
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="l2c-details") as pool:
+        for first in range(0, len(chunks), window):
+            batch = chunks[first:first + window]
+            for offset, (chunk, replies) in enumerate(zip(batch, pool.map(fetch, batch), strict=True)):
+                if not _land_details(lake, chunk, replies, number=first + offset + 1, stream=stream, run_id=run_id,
+                                     types=types, objects=objects, result=result):
+                    return
+
+
+def _land_details(lake: Lake, chunk: list[str], replies: Any, *, number: int, stream: str, run_id: str,
+                  types: dict[str, str], objects: dict[str, str], result: AuditResult) -> bool:
+    """Land one batch's details (and quarantine what does not parse); False when details are not readable."""
+    if isinstance(replies, PermissionDenied):
+        result.details_available = False
+        result.notes.append(f"audit details not readable ({_privilege(str(replies))}): state changes come from "
+                            "audit actions and snapshot differences only")
+        return False
+    records, bad = [], []
+    for auditid, reply in zip(chunk, replies, strict=True):
+        if reply.status == 403:
             result.details_available = False
-            result.notes.append(f"audit details not readable ({_privilege(str(exc))}): state changes come from "
-                                "audit actions and snapshot differences only")
-            return
-        records, bad = [], []
-        for auditid, reply in zip(chunk, replies, strict=True):
-            if reply.status == 403:
-                result.details_available = False
-                result.notes.append("audit details not readable (prvReadRecordAuditHistory missing)")
-                return
-            if reply.status != 200:
-                log.warning("RetrieveAuditDetails(%s) answered %s; skipped this run", auditid, reply.status)
-                continue
-            detail = reply.json.get("AuditDetail", {}) if isinstance(reply.json, dict) else None
-            if not isinstance(detail, dict) or not all(isinstance(detail.get(side) or {}, dict)
-                                                       for side in ("OldValue", "NewValue")):
-                # Kept apart and counted, never landed as "no change"; asked for again by the next run.
-                bad.append(({"auditid": auditid, "reply": reply.json},
-                            "RetrieveAuditDetails: AuditDetail, OldValue or NewValue is not an object"))
-                continue
-            records.append({"auditid": auditid, "objecttypecode": types[auditid],
-                            "objectid": objects[auditid],
-                            "old_values": json.dumps(_values(detail.get("OldValue")), default=str),
-                            "new_values": json.dumps(_values(detail.get("NewValue")), default=str)})
-        if records:
-            frame = pl.DataFrame(records, schema=DETAIL_SCHEMA)
-            lake.write_page(DETAILS, stream, number, frame, run_id=run_id, extracted_at=None)
-            result.details += frame.height
-        if bad:
-            lake.write_quarantine(DETAILS, stream, number, bad, run_id=run_id)
-            result.quarantined += len(bad)
+            result.notes.append("audit details not readable (prvReadRecordAuditHistory missing)")
+            return False
+        if reply.status != 200:
+            log.warning("RetrieveAuditDetails(%s) answered %s; skipped this run", auditid, reply.status)
+            continue
+        detail = reply.json.get("AuditDetail", {}) if isinstance(reply.json, dict) else None
+        if not isinstance(detail, dict) or not all(isinstance(detail.get(side) or {}, dict)
+                                                   for side in ("OldValue", "NewValue")):
+            # Kept apart and counted, never landed as "no change"; asked for again by the next run.
+            bad.append(({"auditid": auditid, "reply": reply.json},
+                        "RetrieveAuditDetails: AuditDetail, OldValue or NewValue is not an object"))
+            continue
+        records.append({"auditid": auditid, "objecttypecode": types[auditid],
+                        "objectid": objects[auditid],
+                        "old_values": json.dumps(_values(detail.get("OldValue")), default=str),
+                        "new_values": json.dumps(_values(detail.get("NewValue")), default=str)})
+    if records:
+        frame = pl.DataFrame(records, schema=DETAIL_SCHEMA)
+        lake.write_page(DETAILS, stream, number, frame, run_id=run_id, extracted_at=None)
+        result.details += frame.height
+    if bad:
+        lake.write_quarantine(DETAILS, stream, number, bad, run_id=run_id)
+        result.quarantined += len(bad)
+    return True
 
 
 def _values(entity: dict[str, Any] | None) -> dict[str, Any]:

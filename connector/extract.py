@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from config.activities import detail_columns, load_activities
 from config.settings import Settings
 from config.tables import load_tables
 from connector import metadata
@@ -25,7 +26,7 @@ from connector.lake import Lake
 from connector.lock import RunLock
 from connector.state import RunManifest, StateStore
 from connector.sync import SyncContext, TableResult, sync_table
-from l2c.errors import L2CError
+from l2c.errors import ConfigError, L2CError
 
 log = logging.getLogger("l2c.extract")
 
@@ -54,6 +55,10 @@ class ExtractResult:
 def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
     data_dir = settings.data_dir
     tables = load_tables(settings.tables_file)  # validated whole before any request
+    try:  # the rules say which audit rows' old/new values to fetch
+        needs = detail_columns(load_activities(settings.activity_map, tables))
+    except ConfigError:  # e.g. a trimmed L2C_TABLES the default map does not fit: `l2c transform` says so; the
+        needs = {}  # first extract after the map is fixed fetches the details it needs (they are never skipped)
     since = datetime.fromisoformat(settings.since).replace(tzinfo=UTC) if settings.since else None
     with RunLock(data_dir):
         started = time.perf_counter()
@@ -83,7 +88,7 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
                 futures["audit"] = pool.submit(
                     _guarded, states, "audit", sync_audit, client, lake, states, tables, metas, progress,
                     run_id=run_id, page_size=settings.page_size, since=since, watermark_tables=watermark_tables,
-                    batch_get=client.batch_get, max_ranges=settings.max_concurrency,
+                    batch_get=client.batch_get, max_ranges=settings.max_concurrency, detail_columns=needs,
                 )
                 for name, future in futures.items():
                     outcome = future.result()

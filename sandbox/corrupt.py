@@ -46,7 +46,7 @@ KINDS: dict[str, str] = {
     "shuffled-audit": "every page of audit rows served in reverse order",
     "bad-detail": f"RetrieveAuditDetails of {COUNT} salesstage changes: NewValue salesstage {UNPARSEABLE_STAGE!r}, "
                   f"and a column {UNKNOWN_COLUMN} the org does not have in OldValue and NewValue",
-    "broken-detail": f"RetrieveAuditDetails of {COUNT} opportunity statecode changes: OldValue and NewValue are not "
+    "broken-detail": f"RetrieveAuditDetails of {COUNT} other salesstage changes: OldValue and NewValue are not "
                      "objects",
     "quoted-names": f"{COUNT} accounts named {', '.join(QUOTED_NAMES)} (in every lookup label too)",
 }
@@ -64,8 +64,8 @@ _PICKS: dict[str, list[_Pick]] = {
     "duplicate-audit": [("audit", (pl.col("objecttypecode") == "opportunity") & (pl.col("operation") == 1), 0)],
     "shuffled-audit": [],
     "bad-detail": [("audit", _OPPORTUNITY_UPDATE & pl.col("_new").str.contains('"salesstage"'), 0)],
-    "broken-detail": [("audit", _OPPORTUNITY_UPDATE & pl.col("_new").str.contains('"statecode"')
-                       & ~pl.col("_new").str.contains('"salesstage"'), 0)],
+    # Details the rules read (a salesstage change), so the extract asks for them; not the bad-detail ones.
+    "broken-detail": [("audit", _OPPORTUNITY_UPDATE & pl.col("_new").str.contains('"salesstage"'), COUNT)],
     "quoted-names": [("account", None, 0)],
 }
 assert set(_PICKS) == set(KINDS)

@@ -42,7 +42,6 @@ def test_every_packaged_action_rule_has_a_snapshot_equivalent() -> None:
     (RULE + 'trigger = "created"\ncolour = "red"\n', "rule 'X' colour: Extra inputs"),
     ('[[activity]]\nname = "X"\ntable = "contract"\ntrigger = "created"\n', "table contract is not declared"),
     (RULE + 'trigger = "changed"\ncolumn = "signedon"\nto = 1\n', "column signedon is not among the declared"),
-    (RULE + 'trigger = "changed"\ncolumn = "totalamount"\nabove = 0\n', "reads changes of quote.totalamount"),
     ('[[activity]]\nname = "X"\ntable = "account"\ntrigger = "action"\naction = 13\n',
      "needs the audit history of account"),
     ("[[activity]\n", "is not valid TOML"),

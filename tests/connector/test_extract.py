@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from config.activities import detail_columns, load_activities
 from config.settings import Settings
 from config.tables import load_tables
 from connector.audit import OP_DELETE, OP_UPDATE, mask_numbers
@@ -56,11 +57,14 @@ def assert_lake_matches_org(lake: Lake, sandbox: Sandbox) -> None:
 
 
 def expected_details(sandbox: Sandbox) -> set[str]:
-    """Update audit rows whose attributemask names a declared audit column, and Delete rows, from the org's audit."""
+    """Update audit rows whose attributemask names a column a rule reads or a declared audit column, and Delete
+    rows, from the org's audit."""
     out: set[str] = set()
     audits = sandbox.org.audits
-    for cfg in load_tables().audited:
-        numbers = {TABLES[cfg.name].by_name[c].number for c in cfg.audit_columns}
+    tables = load_tables()
+    rule_columns = detail_columns(load_activities(None, tables))
+    for cfg in tables.audited:
+        numbers = {TABLES[cfg.name].by_name[c].number for c in {*cfg.audit_columns, *rule_columns.get(cfg.name, ())}}
         rows = audits.filter(pl.col("objecttypecode") == cfg.name)
         for auditid, operation, mask in rows.select("auditid", "operation", "attributemask").iter_rows():
             if (operation == OP_UPDATE and mask_numbers(mask) & numbers) or operation == OP_DELETE:
