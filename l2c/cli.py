@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from exports import FORMATS
 from l2c.errors import L2CError
+from sandbox.corrupt import KINDS as CORRUPT_KINDS
 
 log = logging.getLogger("l2c")
 
@@ -160,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-change-tracking", action="append", default=[], metavar="TABLE",
                        help="turn change tracking off for a table (repeatable)")
     serve.add_argument("--token-lifetime", type=int, default=3599, help="access token lifetime in seconds")
-    serve.add_argument("--corrupt", action="append", default=[], metavar="KIND", help="serve malformed data for a few "
-                       "named records (repeatable; the kinds are listed in sandbox/corrupt.py)")
+    serve.add_argument("--corrupt", action="append", default=[], choices=list(CORRUPT_KINDS), metavar="KIND",
+                       help="serve malformed data for a few named records (repeatable): " + ", ".join(CORRUPT_KINDS))
     serve.add_argument("--certificate", action="store_true",
                        help="print the certificate credential instead of the client secret")
     serve.set_defaults(func=_sandbox_serve)
