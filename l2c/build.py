@@ -16,7 +16,6 @@ is missing, or `--full` asks for it. With no new page and every output present i
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,7 +29,7 @@ from config.tables import load_tables
 from connector.lake import LINEAGE, ROW, TEMP_SUFFIX, Lake, atomic_write, remove_temp_files
 from connector.lock import RunLock
 from l2c.analysis import analysis_tables
-from l2c.build_state import BUILD_MODULES, TransformState, fingerprint, lake_pages, state_dir, touched_objects
+from l2c.build_state import TransformState, fingerprint, lake_pages, state_dir, touched_objects
 from transforms import quality
 from transforms.cases import case_accounts, case_map
 from transforms.eventlog import build
@@ -47,9 +46,6 @@ AUDIT_SCHEMA: Schema = {"auditid": pl.Utf8, "createdon": pl.Datetime("us", "UTC"
                         "_objectid_value": pl.Utf8, "_userid_value": pl.Utf8}
 DETAILS_SCHEMA: Schema = {"auditid": pl.Utf8, "objecttypecode": pl.Utf8, "objectid": pl.Utf8, "old_values": pl.Utf8,
                           "new_values": pl.Utf8}
-
-BUILD_MODULES.append(sys.modules[__name__])
-
 
 @dataclass
 class BuildResult:

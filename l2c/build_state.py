@@ -12,6 +12,7 @@ recomputed twice gives the same rows, so nothing is lost or duplicated.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from connector.lake import Lake, atomic_write
 from l2c import analysis
 from transforms import cases, eventlog, events, incremental, quality, snapshot
 
-# The code the outputs depend on; l2c.build adds itself when it is imported.
+# The code the outputs depend on (l2c.build, which imports this module, is added when the fingerprint is taken).
 BUILD_MODULES: list[ModuleType] = [analysis, cases, eventlog, events, incremental, quality, snapshot,
                                    sys.modules[__name__]]
 
@@ -96,7 +97,7 @@ def lake_pages(data_dir: Path) -> dict[str, list[int]]:
 def fingerprint(*declarations: object) -> str:
     """sha256 of the loaded declarations' repr and of the code that turns the lake into the outputs."""
     digest = hashlib.sha256(repr(declarations).encode())
-    sources = [Path(module.__file__ or "") for module in BUILD_MODULES]
+    sources = [Path(module.__file__ or "") for module in (*BUILD_MODULES, importlib.import_module("l2c.build"))]
     sources += sorted(Path(next(iter(sql.__path__))).glob("*.sql"))
     for path in sources:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
