@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,6 +82,7 @@ class _Reader:
     watermark_tables: set[str]
     result: AuditResult
     lock: threading.Lock = field(default_factory=threading.Lock)
+    landed: Callable[[pl.DataFrame], None] | None = None  # told each page's new rows once its state is saved
 
     @property
     def meta(self) -> TableMeta:
@@ -128,6 +130,8 @@ class _Reader:
                 state.resume, state.last_error = None, None
                 state.last_success = state_time(signpost)
             self.states.save(state)
+            if self.landed is not None:
+                self.landed(frame)
         return signpost
 
 
@@ -142,22 +146,29 @@ def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesCon
         return result
     reader = _Reader(client, lake, states, metas, run_id, page_size,
                      " or ".join(f"objecttypecode eq {literal(t.name)}" for t in audited), watermark_tables, result)
+    details = _Details(lake, run_id=run_id, result=result, result_lock=reader.lock, batch_get=batch_get,
+                       workers=max_ranges, wanted=needed_filter(tables, metas, detail_columns))
+    reader.landed = details.offer
     state = states.load(AUDIT)
     result.before = state.watermark
     try:
-        if state.watermark is None and state.resume is None:
-            _backfill(reader, since, max_ranges)
-        else:
-            _incremental(reader, tables)
-    except PermissionDenied as exc:
-        result.available = False
-        result.notes.append(f"audit history not readable ({_privilege(str(exc))}): events fall back to "
-                            "snapshot differences and record dates; deletions are seen only through change "
-                            "tracking")
-        return result
-    result.after = states.load(AUDIT).watermark
-    _details(client, lake, tables, metas, run_id=run_id, result=result, batch_get=batch_get,
-             columns=detail_columns or {}, workers=max_ranges)
+        try:
+            if state.watermark is None and state.resume is None:
+                _backfill(reader, since, max_ranges)
+            else:
+                _incremental(reader, tables)
+        except PermissionDenied as exc:
+            result.available = False
+            result.notes.append(f"audit history not readable ({_privilege(str(exc))}): events fall back to "
+                                "snapshot differences and record dates; deletions are seen only through change "
+                                "tracking")
+            return result
+        result.after = states.load(AUDIT).watermark
+        details.wait()  # every offered batch landed: the lake now says what is still missing
+        if not details.stopped:
+            details.sweep(needed_details(lake, tables, metas, detail_columns))
+    finally:
+        details.close()
     if result.quarantined:
         result.notes.append(f"{result.quarantined} quarantined (malformed audit rows or details, kept in "
                             "raw/audit*/*/quarantine-*.parquet)")
@@ -274,79 +285,136 @@ def mask_hits(mask: pl.Expr, numbers: list[int]) -> pl.Expr:
     return parts.list.eval(pl.element().is_in(numbers)).list.any().fill_null(False)
 
 
-def needed_details(lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta],
-                   columns: Mapping[str, Collection[str]] | None = None) -> pl.DataFrame:
-    """Audit rows (auditid, objecttypecode) whose details are needed and not landed: Update rows that change a
-    column a rule reads (`columns`, see config.activities.detail_columns) or an `audit_columns` column."""
-    if not lake.has_rows(AUDIT):
-        return pl.DataFrame(schema=NEEDED_SCHEMA)
-    audit = lake.scan(AUDIT)
-    wanted: list[pl.DataFrame] = []
+def needed_filter(tables: TablesConfig, metas: dict[str, TableMeta],
+                  columns: Mapping[str, Collection[str]] | None = None) -> pl.Expr | None:
+    """Audit rows whose details are needed: Update rows that change a column a rule reads (`columns`, see
+    config.activities.detail_columns) or an `audit_columns` column, and every Delete row: its old values name
+    the record's links (e.g. a quote's opportunity) even when the record was created and deleted between two
+    runs. None when no audited table is known."""
+    wanted: pl.Expr | None = None
     for cfg in tables.audited:
         if cfg.name not in metas:
             continue
         watched = sorted({*cfg.audit_columns, *(columns or {}).get(cfg.name, ())})
         numbers = list(metas[cfg.name].column_numbers(watched))
-        # Update rows that change an audit column, and every Delete row: its old values name the record's links
-        # (e.g. a quote's opportunity) even when the record was created and deleted between two runs.
         changes = (pl.col("operation") == OP_UPDATE) & mask_hits(pl.col("attributemask"), numbers)
-        hits = (audit.filter((pl.col("objecttypecode") == cfg.name) & (changes | (pl.col("operation") == OP_DELETE)))
-                .select("auditid", "objecttypecode", "_objectid_value").unique("auditid").collect())
-        wanted.append(hits)
-    if not wanted:
+        hit = (pl.col("objecttypecode") == cfg.name) & (changes | (pl.col("operation") == OP_DELETE))
+        wanted = hit if wanted is None else wanted | hit
+    return wanted
+
+
+def needed_details(lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta],
+                   columns: Mapping[str, Collection[str]] | None = None) -> pl.DataFrame:
+    """Audit rows (auditid, objecttypecode, objectid) whose details are needed (`needed_filter`) and not landed."""
+    wanted = needed_filter(tables, metas, columns)
+    if not lake.has_rows(AUDIT) or wanted is None:
         return pl.DataFrame(schema=NEEDED_SCHEMA)
-    needed = pl.concat(wanted)
+    needed = (lake.scan(AUDIT).filter(wanted).select("auditid", "objecttypecode", "_objectid_value")
+              .unique("auditid").collect())
     if lake.has_rows(DETAILS):
         landed = lake.scan(DETAILS).select("auditid").unique().collect()
         needed = needed.join(landed, on="auditid", how="anti")
     return needed.sort("auditid")
 
 
-def _details(client: Client, lake: Lake, tables: TablesConfig, metas: dict[str, TableMeta], *, run_id: str,
-             result: AuditResult, batch_get: Any, columns: Mapping[str, Collection[str]], workers: int = 1) -> None:
-    needed = needed_details(lake, tables, metas, columns)
-    if needed.height == 0:
-        return
-    ids = needed.get_column("auditid").to_list()
-    types = dict(zip(ids, needed.get_column("objecttypecode").to_list(), strict=True))
-    objects = dict(zip(ids, needed.get_column("_objectid_value").to_list(), strict=True))
-    stream = f"details-{run_id}"
+class _Details:
+    """RetrieveAuditDetails in `$batch` requests of BATCH_SIZE, sent side by side and landed as they answer.
 
-    def fetch(chunk: list[str]) -> Any:
-        try:
-            return batch_get([f"audits({a})/Microsoft.Dynamics.CRM.RetrieveAuditDetails" for a in chunk],
-                             prefer=['odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'],
-                             kind="audit_detail")
-        except PermissionDenied as exc:
-            return exc
+    The audit listing `offer`s each page's needed rows as soon as that page and its resume point are saved, so
+    detail batches fill the request slots the listing's serial nextLink chains leave idle; `sweep` then asks
+    for whatever is still needed and not landed (the last partial batch, and anything a killed run missed).
+    Offering only after the page's state is saved means a crash can never make a page's details land twice.
+    At most 2 x workers batches are in flight or unlanded; `offer` waits for the oldest beyond that.
+    """
 
-    chunks = [ids[start:start + BATCH_SIZE] for start in range(0, len(ids), BATCH_SIZE)]
-    # Batches go out side by side (the client's limiter and Retry-After gate bound them); each is landed in
-    # order on this thread, and at most one window of answers is held in memory.
-    window = max(1, workers) * 2
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="l2c-details") as pool:
-        for first in range(0, len(chunks), window):
-            batch = chunks[first:first + window]
-            for offset, (chunk, replies) in enumerate(zip(batch, pool.map(fetch, batch), strict=True)):
-                if not _land_details(lake, chunk, replies, number=first + offset + 1, stream=stream, run_id=run_id,
-                                     types=types, objects=objects, result=result):
+    def __init__(self, lake: Lake, *, run_id: str, result: AuditResult, result_lock: threading.Lock, batch_get: Any,
+                 workers: int, wanted: pl.Expr | None) -> None:
+        self.lake, self.run_id, self.result, self.batch_get, self.wanted = lake, run_id, result, batch_get, wanted
+        self.result_lock = result_lock  # the audit reader's: both update `result`
+        self.workers = max(1, workers)
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="l2c-details")
+        self.lock = threading.Lock()
+        self.pending: list[tuple[str, str, str]] = []  # (auditid, objecttypecode, objectid) not yet sent
+        self.in_flight: deque[Future[None]] = deque()
+        self.number = 0
+        self.stopped = False  # details not readable: asked for no more
+
+    def offer(self, frame: pl.DataFrame) -> None:
+        """Queue the needed rows of a landed audit page; send every full batch."""
+        if self.wanted is None or frame.height == 0 or self.stopped:
+            return
+        hits = frame.filter(self.wanted).select("auditid", "objecttypecode", "_objectid_value")
+        self._add(hits, final=False)
+
+    def sweep(self, needed: pl.DataFrame) -> None:
+        """Send what is still needed (`needed_details` once `wait` returned), the last partial batch included."""
+        with self.lock:
+            self.pending.clear()  # what was queued but not sent is in `needed` too
+        self._add(needed, final=True)
+        self.wait()
+
+    def wait(self) -> None:
+        while True:
+            with self.lock:
+                if not self.in_flight:
                     return
+                oldest = self.in_flight.popleft()
+            oldest.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _add(self, rows: pl.DataFrame, *, final: bool) -> None:
+        sends: list[tuple[int, list[tuple[str, str, str]]]] = []
+        with self.lock:
+            self.pending.extend(rows.iter_rows())
+            while self.pending and (len(self.pending) >= BATCH_SIZE or final) and not self.stopped:
+                chunk, self.pending = self.pending[:BATCH_SIZE], self.pending[BATCH_SIZE:]
+                self.number += 1
+                sends.append((self.number, chunk))
+        for number, chunk in sends:
+            while True:  # back-pressure: the listing waits rather than queue unbounded answers
+                with self.lock:
+                    oldest = self.in_flight.popleft() if len(self.in_flight) >= 2 * self.workers else None
+                if oldest is None:
+                    break
+                oldest.result()
+            future = self.pool.submit(self._fetch_and_land, number, chunk)
+            with self.lock:
+                self.in_flight.append(future)
+
+    def _fetch_and_land(self, number: int, chunk: list[tuple[str, str, str]]) -> None:
+        if self.stopped:
+            return
+        ids = [auditid for auditid, _, _ in chunk]
+        try:
+            replies: Any = self.batch_get([f"audits({a})/Microsoft.Dynamics.CRM.RetrieveAuditDetails" for a in ids],
+                                          prefer=['odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'],
+                                          kind="audit_detail")
+        except PermissionDenied as exc:
+            replies = exc
+        landed, bad, refusal = _land_details(self.lake, chunk, replies, number=number,
+                                             stream=f"details-{self.run_id}", run_id=self.run_id)
+        with self.result_lock:
+            self.result.details += landed
+            self.result.quarantined += bad
+            if refusal is not None and not self.stopped:
+                self.stopped = True
+                self.result.details_available = False
+                self.result.notes.append(refusal)
 
 
-def _land_details(lake: Lake, chunk: list[str], replies: Any, *, number: int, stream: str, run_id: str,
-                  types: dict[str, str], objects: dict[str, str], result: AuditResult) -> bool:
-    """Land one batch's details (and quarantine what does not parse); False when details are not readable."""
+def _land_details(lake: Lake, chunk: list[tuple[str, str, str]], replies: Any, *, number: int, stream: str,
+                  run_id: str) -> tuple[int, int, str | None]:
+    """Land one batch's details (and quarantine what does not parse): (landed, quarantined, refusal), where
+    refusal says why details are not readable at all (nothing is landed then)."""
     if isinstance(replies, PermissionDenied):
-        result.details_available = False
-        result.notes.append(f"audit details not readable ({_privilege(str(replies))}): state changes come from "
-                            "audit actions and snapshot differences only")
-        return False
+        return 0, 0, (f"audit details not readable ({_privilege(str(replies))}): state changes come from "
+                      "audit actions and snapshot differences only")
     records, bad = [], []
-    for auditid, reply in zip(chunk, replies, strict=True):
+    for (auditid, objecttypecode, objectid), reply in zip(chunk, replies, strict=True):
         if reply.status == 403:
-            result.details_available = False
-            result.notes.append("audit details not readable (prvReadRecordAuditHistory missing)")
-            return False
+            return 0, 0, "audit details not readable (prvReadRecordAuditHistory missing)"
         if reply.status != 200:
             log.warning("RetrieveAuditDetails(%s) answered %s; skipped this run", auditid, reply.status)
             continue
@@ -357,18 +425,15 @@ def _land_details(lake: Lake, chunk: list[str], replies: Any, *, number: int, st
             bad.append(({"auditid": auditid, "reply": reply.json},
                         "RetrieveAuditDetails: AuditDetail, OldValue or NewValue is not an object"))
             continue
-        records.append({"auditid": auditid, "objecttypecode": types[auditid],
-                        "objectid": objects[auditid],
+        records.append({"auditid": auditid, "objecttypecode": objecttypecode, "objectid": objectid,
                         "old_values": json.dumps(_values(detail.get("OldValue")), default=str),
                         "new_values": json.dumps(_values(detail.get("NewValue")), default=str)})
     if records:
-        frame = pl.DataFrame(records, schema=DETAIL_SCHEMA)
-        lake.write_page(DETAILS, stream, number, frame, run_id=run_id, extracted_at=None)
-        result.details += frame.height
+        lake.write_page(DETAILS, stream, number, pl.DataFrame(records, schema=DETAIL_SCHEMA), run_id=run_id,
+                        extracted_at=None)
     if bad:
         lake.write_quarantine(DETAILS, stream, number, bad, run_id=run_id)
-        result.quarantined += len(bad)
-    return True
+    return len(records), len(bad), None
 
 
 def _values(entity: dict[str, Any] | None) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
                               on_page=progress.page if progress else None)
             watermark_tables = {t.name for t in tables.table
                                 if not metas[t.name].change_tracking or tables.incremental(t) == "watermark"}
-            workers = max(2, min(settings.max_concurrency, len(tables.table) + 1))
+            # A thread per stream: none waits for another to start; the client's limiter bounds the requests.
+            workers = len(tables.table) + 1
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="l2c-sync") as pool:
                 futures: dict[str, Future[Any]] = {
                     t.name: pool.submit(_guarded, states, t.name, sync_table, ctx, t, metas[t.name], progress)

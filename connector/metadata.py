@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,14 +83,20 @@ def _fetch(client: Client, tables: TablesConfig, *, audit_table: bool) -> dict[s
     if missing:
         raise ConfigError(f"table {', '.join(missing)} does not exist in this Dataverse environment",
                           hint="check the `name` in config/tables.toml (logical names, e.g. 'lead')")
+    present = [name for name in names if name in found]
+
+    def columns(name: str) -> list[dict[str, Any]]:
+        reply = client.get(f"EntityDefinitions(LogicalName={literal(name)})/Attributes?$select={ATTRIBUTE_FIELDS}",
+                           kind="metadata")
+        return list(reply.json.get("value", []))
+
+    # One request per table, side by side (the client's limiter bounds them): a first run waits for one
+    # round trip here instead of one per table.
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(present))), thread_name_prefix="l2c-meta") as pool:
+        attributes_of = dict(zip(present, pool.map(columns, present), strict=True))
     out = {}
-    for name in names:
-        row = found.get(name)
-        if row is None:
-            continue
-        attributes = client.get(
-            f"EntityDefinitions(LogicalName={literal(name)})/Attributes?$select={ATTRIBUTE_FIELDS}", kind="metadata"
-        ).json.get("value", [])
+    for name in present:
+        row, attributes = found[name], attributes_of[name]
         audit = row.get("IsAuditEnabled")
         out[name] = TableMeta(
             logical_name=name,

@@ -10,6 +10,7 @@ looping forever.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -68,24 +69,35 @@ def prefer(page_size: int, *, track_changes: bool = False, annotations: bool = T
 
 def pages(client: Client, first_url: str, prefer_values: Sequence[str], *, kind: str = "page",
           start_page: int = 1) -> Iterator[Page]:
-    """Every page from `first_url` (a relative query or an absolute next/delta link) to the last."""
-    url: str | None = first_url
+    """Every page from `first_url` (a relative query or an absolute next/delta link) to the last.
+
+    The next page is asked for as soon as this one's nextLink is known, so it is on the wire while the caller
+    converts and lands this one (one page ahead at most; its request goes through the same client limiter).
+    A caller that stops early only discards that one answer: its state still points at the next link.
+    """
     seen: set[str] = set()
-    number = start_page
-    while url is not None:
-        reply = client.get(url, prefer=prefer_values, kind=kind)
-        body: dict[str, Any] = reply.json
-        next_link = body.get("@odata.nextLink")
-        if next_link is not None:
-            if next_link in seen or next_link == url:
-                raise SourceUnavailable("Dataverse returned the same @odata.nextLink twice; stopping instead of "
-                                        "looping", hint="rerun later; the run resumes at the last good page",
-                                        url=first_url.split("?")[0])
-            seen.add(next_link)
-        yield Page(records=body.get("value", []), next_link=next_link, delta_link=body.get("@odata.deltaLink"),
-                   server_time=getattr(reply, "date", None), number=number, raw=body)
-        url = next_link
-        number += 1
+
+    def fetch(url: str) -> Any:
+        return client.get(url, prefer=prefer_values, kind=kind)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2c-next") as ahead:
+        url, number = first_url, start_page
+        reply = fetch(url)
+        while True:
+            body: dict[str, Any] = reply.json
+            next_link = body.get("@odata.nextLink")
+            if next_link is not None:
+                if next_link in seen or next_link == url:
+                    raise SourceUnavailable("Dataverse returned the same @odata.nextLink twice; stopping instead "
+                                            "of looping", hint="rerun later; the run resumes at the last good page",
+                                            url=first_url.split("?")[0])
+                seen.add(next_link)
+            upcoming: Future[Any] | None = ahead.submit(fetch, next_link) if next_link is not None else None
+            yield Page(records=body.get("value", []), next_link=next_link, delta_link=body.get("@odata.deltaLink"),
+                       server_time=getattr(reply, "date", None), number=number, raw=body)
+            if upcoming is None:
+                return
+            reply, url, number = upcoming.result(), str(next_link), number + 1
 
 
 def stored_link(link: str | None) -> str | None:

@@ -6,6 +6,7 @@ Expected values come from the simulator's OrgData (the org's own record), never 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ import pytest
 from config.activities import detail_columns, load_activities
 from config.settings import Settings
 from config.tables import load_tables
-from connector.audit import OP_DELETE, OP_UPDATE, mask_numbers
+from connector.audit import BATCH_SIZE, OP_DELETE, OP_UPDATE, mask_numbers
 from connector.extract import extract
 from connector.lake import Lake
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
@@ -89,7 +90,14 @@ def test_full_extract_of_10k_leads_lands_exactly_the_org(org_10k: Sandbox, tmp_p
         .get_column("auditid").to_list())
     details = lake.scan("audit_details")
     assert details is not None
-    assert set(details.select("auditid").collect().get_column("auditid").to_list()) == expected_details(org_10k)
+    landed = details.select("auditid").collect().get_column("auditid").to_list()
+    needed = expected_details(org_10k)
+    assert set(landed) == needed
+    # Batches sent during the listing and the final sweep never ask for a detail twice: each landed once, in
+    # the fewest $batch requests of 500.
+    assert len(landed) == len(needed)
+    assert result.requests["audit_detail"]["requests"] == math.ceil(len(needed) / BATCH_SIZE)
+    assert result.requests["audit_detail"]["parts"] == len(needed)
 
 
 def test_incremental_after_advance_lands_the_changes_and_a_quiet_run_costs_one_request(tmp_path: Path) -> None:
