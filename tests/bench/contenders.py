@@ -243,13 +243,14 @@ def run_audit_events(args: dict[str, Any]) -> dict[str, Any]:
 
     from config.activities import load_activities
     from config.tables import load_tables
+    from l2c.build import distinct
     from transforms.events import events_from_audit
 
     source, out = Path(args["dir"]), Path(args["out"])
     started = time.perf_counter()
     rules = load_activities(None, load_tables())
-    audit = pl.scan_parquet(source / "audit.parquet").unique("auditid")
-    details = pl.scan_parquet(source / "details.parquet").unique("auditid")
+    audit = distinct(pl.scan_parquet(source / "audit.parquet"), "auditid")
+    details = distinct(pl.scan_parquet(source / "details.parquet"), "auditid")
     events = events_from_audit(audit, details, rules).collect()
     events.write_parquet(out)
     return {"seconds": round(time.perf_counter() - started, 2), "events": events.height}

@@ -15,6 +15,7 @@ import base64
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,11 @@ class Recorder:
         self.lock = threading.Lock()
 
     def __call__(self, request: Request) -> Response:
+        received = time.time()
         response: Response = self.app(request)
         if request.path.startswith("/api/data/"):
             line = json.dumps({
+                "received": round(received, 4), "answered": round(time.time(), 4),
                 "method": request.method, "path": request.path, "query": request.query,
                 "prefer": request.headers.get("Prefer", ""), "content_type": request.headers.get("Content-Type", ""),
                 "body": base64.b64encode(request.body).decode() if request.body else "",

@@ -6,8 +6,8 @@ service-protection window (the sandbox's counters reset before it):
 1. l2c full extract (first backfill), then 2. a no-change incremental extract;
 3. the floor: the very requests of 1., replayed at the same concurrency with a plain requests.Session;
 4. the SDK's `records.list_pages` over the same tables, columns and audit rows, sequentially as it pages;
-5. l2c full extract again without audit details (audit_columns emptied: only the rare Delete rows' details),
-   the same listing the SDK does, and the floor of the listing alone (the GETs of 1.);
+5. l2c full extract again without audit details (an activity map without `changed` rules: only the rare Delete
+   rows' details), the same listing the SDK does, and the floor of the listing alone (the GETs of 1.);
 6. a day later (`advance 1`), l2c's daily incremental extract.
 Audit detail calls are also set against the audit rows an activity rule actually reads (a `changed` rule's
 column, or a Delete row's links).
@@ -58,10 +58,14 @@ def projection(requests: int, seconds: float, request_seconds: float) -> dict[st
 
 
 def without_details(work: Path) -> Path:
-    """config/tables.toml without audit_columns: audit rows are listed, details fetched only for Delete rows."""
-    path = work / "tables-no-details.toml"
-    lines = (REPO / "config" / "tables.toml").read_text().splitlines()
-    path.write_text("\n".join(line for line in lines if not line.startswith("audit_columns")) + "\n")
+    """config/activities.toml without its `changed` rules: the extract then asks for no Update row's details
+    (only the rare Delete rows'): the listing the SDK does, plus those few detail batches."""
+    path = work / "activities-no-changed-rules.toml"
+    text = (REPO / "config" / "activities.toml").read_text()
+    head, *blocks = text.split("[[activity]]")
+    kept = [block for block in blocks if 'trigger = "changed"' not in block]
+    assert len(kept) < len(blocks)
+    path.write_text(head + "".join("[[activity]]" + block for block in kept))
     return path
 
 
@@ -99,7 +103,7 @@ def test_extract_against_floor_and_sdk(org: Org) -> None:
               page_size=PAGE_SIZE)
     server_s["sdk"] = org.reset()
     listing = run("extract", org.env(L2C_DATA_DIR=str(org.work / "data-listing"),
-                                     L2C_TABLES=str(without_details(org.work))))
+                                     L2C_ACTIVITY_MAP=str(without_details(org.work))))
     server_s["listing"] = org.reset()
     floor_listing = run("floor", env, log=org.log, start=start, end=after_full, concurrency=CONCURRENCY,
                         listing_only=True)

@@ -3,8 +3,9 @@
 Per org size, on the lake the extract bench landed (full backfill plus a day): l2c's full transform
 (`transform(settings, full=True)`: event log, cases, DuckDB) against DuckDB reading every table's Parquet once
 and writing it once (`COPY (SELECT * FROM read_parquet('raw/<table>/**/*.parquet')) TO ...`), each in its own
-process for its peak memory. For the 100k org and up, also the audit -> events step alone over a synthetic
-history of 1M audit rows (10M with L2C_BENCH_1M=1; the lake's rows repeated under new ids) against DuckDB
+process for its peak memory. For the 100k org and up, also the audit -> events step alone (as l2c/build.py
+feeds it: `distinct` audit rows and details, `events_from_audit`, written to Parquet) over synthetic histories
+of 1M and 10M audit rows (L2C_BENCH_AUDIT_ROWS; the lake's rows repeated under new ids) against DuckDB
 copying the same two Parquet files.
 """
 
@@ -18,6 +19,8 @@ from tests.bench.harness import Org, record, row, run
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]  # 100k and 1M take minutes
 
+# Sizes of the synthetic audit history for the audit -> events step (L2C_BENCH_AUDIT_ROWS, comma-separated).
+AUDIT_ROWS = [int(n) for n in os.environ.get("L2C_BENCH_AUDIT_ROWS", "1000000,10000000").split(",")]
 HEADER = "| leads | what | audit rows | events | l2c s | IO floor s | l2c / IO | l2c peak MB | IO peak MB | load |"
 
 
@@ -36,7 +39,7 @@ def test_transform_against_io_floor(org: Org) -> None:
 
     if org.leads < 100_000:
         return
-    for audit_rows in [1_000_000] + ([10_000_000] if os.environ.get("L2C_BENCH_1M") == "1" else []):
+    for audit_rows in AUDIT_ROWS:
         tiled = org.work / f"audit-{audit_rows}"
         made = run("tile", env, data_dir=org.data_dir, out_dir=tiled, rows=audit_rows)
         events = run("audit_events", env, dir=tiled, out=org.work / f"events-{audit_rows}.parquet")
