@@ -18,6 +18,7 @@ Dataverse's default limits to the measured request counts (see `projection`).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ def details_rules_read(data_dir: Path) -> int:
     return int(audit.filter(wanted).select(pl.col("auditid").n_unique()).collect().item())
 
 
+@pytest.mark.skipif(os.environ.get("L2C_BENCH_L2C_ONLY") == "1", reason="L2C_BENCH_L2C_ONLY=1: l2c alone")
 def test_extract_against_floor_and_sdk(org: Org) -> None:
     env = org.env()
     print(f"\norg: {org.leads} leads, {sum(org.info['rows'].values())} rows, {org.info['audit_rows']} audit rows "
@@ -159,3 +161,35 @@ def test_extract_against_floor_and_sdk(org: Org) -> None:
     assert after_floor - after_incremental >= floor["requests"]
     assert sdk["rows"] >= table_rows, "the SDK read the same tables"
     assert math.isfinite(ratios["l2c_vs_floor_throughput"])
+
+
+@pytest.mark.skipif(os.environ.get("L2C_BENCH_L2C_ONLY") != "1", reason="L2C_BENCH_L2C_ONLY=1 runs it (for 1M leads)")
+def test_l2c_extract_alone(org: Org) -> None:
+    """Only l2c's full and no-change incremental extract: for an org (1M leads) where the whole comparison
+    would take hours. `L2C_BENCH_L2C_ONLY=1 L2C_BENCH_SIZES=1000000 make bench` (the transform bench after it
+    then measures the full transform of that lake)."""
+    env = org.env()
+    start = org.mark()
+    org.reset()
+    full = run("extract", env)
+    after_full = org.mark()
+    server_s = {"full": org.reset()}
+    incremental = run("extract", env)
+    server_s["incremental"] = org.reset()
+    full_k, inc_k = kinds(full), kinds(incremental)
+    print(f"\norg: {org.leads} leads, {org.info['audit_rows']} audit rows (simulated in "
+          f"{org.info['simulate_seconds']} s); sandbox execution seconds {server_s}")
+    print(HEADER)
+    for name, result, k in (("l2c full", full, full_k), ("l2c no-change incremental", incremental, inc_k)):
+        row(org.leads, name, result["seconds"],
+            f"{k['total']} ({k['page']} / {k['audit']} / {k['audit_detail']} / "
+            f"{k['total'] - k['page'] - k['audit'] - k['audit_detail']})",
+            sum(result["rows"].values()), result["audit_rows"],
+            per_100k(k["page"], sum(result["rows"].values())), per_100k(k["audit_detail"], result["audit_rows"]),
+            result["peak_mb"], result["loadavg"])
+    backfill = projection(full_k["total"], full["seconds"], float(full["requests"]["total"].get("seconds", 0)))
+    print(f"projection, first backfill: {backfill}")
+    record("extract_l2c", org.leads, org=org.info | {"env": None}, full=full, incremental=incremental,
+           projection={"backfill": backfill}, server_execution_s=server_s)
+    assert full_k["total"] == after_full - start or full_k["429s"], "every l2c request reached the sandbox's log"
+    assert inc_k["total"] <= len(full["rows"]) + 1
