@@ -6,8 +6,8 @@ ranges read side by side. The Web API's audit rows carry no old/new values ([PD]
 auditing/retrieve-audit-data.md: `changedata` is not exposed); those come from `RetrieveAuditDetails`, asked
 only for the Update rows whose attributemask names a column an activity rule reads (or one listed in
 `audit_columns`) and for the rare Delete rows, in `$batch` requests sent side by side (a batch counts once
-against the request limit, [PD] api-limits.md). Details are "needed minus landed", so a killed run (or a
-rule added later) simply fetches what is still missing. Without the audit
+against the request limit, [PD] api-limits.md) while the listing still pages (`_Details`). Details are
+"needed minus landed", so a killed run (or a rule added later) simply fetches what is still missing. Without the audit
 privilege the run goes on without audit and says so.
 """
 
