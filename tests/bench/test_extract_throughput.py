@@ -47,6 +47,17 @@ def kinds(result: dict[str, Any]) -> dict[str, int]:
             "429s": int(result["requests"].get("total", {}).get("429s", 0))}
 
 
+def l2c_row(leads: int, name: str, result: dict[str, Any]) -> None:
+    """One l2c extract's row of HEADER."""
+    k = kinds(result)
+    rows = sum(result["rows"].values())
+    row(leads, name, result["seconds"],
+        f"{k['total']} ({k['page']} / {k['audit']} / {k['audit_detail']} / "
+        f"{k['total'] - k['page'] - k['audit'] - k['audit_detail']})",
+        rows, result["audit_rows"], per_100k(k["page"], rows), per_100k(k["audit_detail"], result["audit_rows"]),
+        result["peak_mb"], result["loadavg"])
+
+
 def projection(requests: int, seconds: float, request_seconds: float) -> dict[str, float]:
     """Lower bound on wall time under the default limits, from a measured run:
     T = max(T_measured, (R - 6000)+ / (6000 / 300 s), (E - 1200 s)+ / (1200 s / 300 s))
@@ -119,18 +130,12 @@ def test_extract_against_floor_and_sdk(org: Org) -> None:
     print(f"sandbox execution seconds per contender (last 300 s of each): {server_s}")
 
     table_rows = sum(full["rows"].values())
-    full_k, inc_k, daily_k, listing_k = kinds(full), kinds(incremental), kinds(daily), kinds(listing)
+    full_k, inc_k, daily_k = kinds(full), kinds(incremental), kinds(daily)
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
-    for name, result, k in (("l2c full", full, full_k), ("l2c no-change incremental", incremental, inc_k),
-                            ("l2c daily incremental (+1 day)", daily, daily_k),
-                            ("l2c full without audit details", listing, listing_k)):
-        row(org.leads, name, result["seconds"],
-            f"{k['total']} ({k['page']} / {k['audit']} / {k['audit_detail']} / "
-            f"{k['total'] - k['page'] - k['audit'] - k['audit_detail']})",
-            sum(result["rows"].values()), result["audit_rows"],
-            per_100k(k["page"], sum(result["rows"].values())), per_100k(k["audit_detail"], result["audit_rows"]),
-            result["peak_mb"], result["loadavg"])
+    for name, result in (("l2c full", full), ("l2c no-change incremental", incremental),
+                         ("l2c daily incremental (+1 day)", daily), ("l2c full without audit details", listing)):
+        l2c_row(org.leads, name, result)
     row(org.leads, "floor (replay of l2c full's requests)", floor["seconds"], floor["requests"], "", "", "", "",
         floor["peak_mb"], floor["loadavg"])
     row(org.leads, "floor of the listing (GETs of l2c full)", floor_listing["seconds"], floor_listing["requests"],
@@ -180,13 +185,8 @@ def test_l2c_extract_alone(org: Org) -> None:
     print(f"\norg: {org.leads} leads, {org.info['audit_rows']} audit rows (simulated in "
           f"{org.info['simulate_seconds']} s); sandbox execution seconds {server_s}")
     print(HEADER)
-    for name, result, k in (("l2c full", full, full_k), ("l2c no-change incremental", incremental, inc_k)):
-        row(org.leads, name, result["seconds"],
-            f"{k['total']} ({k['page']} / {k['audit']} / {k['audit_detail']} / "
-            f"{k['total'] - k['page'] - k['audit'] - k['audit_detail']})",
-            sum(result["rows"].values()), result["audit_rows"],
-            per_100k(k["page"], sum(result["rows"].values())), per_100k(k["audit_detail"], result["audit_rows"]),
-            result["peak_mb"], result["loadavg"])
+    for name, result in (("l2c full", full), ("l2c no-change incremental", incremental)):
+        l2c_row(org.leads, name, result)
     backfill = projection(full_k["total"], full["seconds"], float(full["requests"]["total"].get("seconds", 0)))
     print(f"projection, first backfill: {backfill}")
     record("extract_l2c", org.leads, org=org.info | {"env": None}, full=full, incremental=incremental,
