@@ -47,6 +47,20 @@ def kinds(result: dict[str, Any]) -> dict[str, int]:
             "429s": int(result["requests"].get("total", {}).get("429s", 0))}
 
 
+def full_then_incremental(org: Org, env: dict[str, str]) -> tuple[int, Any, int, Any, int, dict[str, float]]:
+    """l2c's full extract then a no-change one, each in a fresh service-protection window: (log line before,
+    full, log line after it, incremental, log line after it, sandbox execution seconds of each)."""
+    start = org.mark()
+    org.reset()
+    full = run("extract", env)
+    after_full = org.mark()
+    server_s = {"full": org.reset()}
+    incremental = run("extract", env)
+    after_incremental = org.mark()
+    server_s["incremental"] = org.reset()
+    return start, full, after_full, incremental, after_incremental, server_s
+
+
 def l2c_row(leads: int, name: str, result: dict[str, Any]) -> None:
     """One l2c extract's row of HEADER."""
     k = kinds(result)
@@ -101,14 +115,7 @@ def test_extract_against_floor_and_sdk(org: Org) -> None:
     env = org.env()
     print(f"\norg: {org.leads} leads, {sum(org.info['rows'].values())} rows, {org.info['audit_rows']} audit rows "
           f"(simulated in {org.info['simulate_seconds']} s); concurrency {CONCURRENCY}")
-    start = org.mark()
-    org.reset()
-    full = run("extract", env)
-    after_full = org.mark()
-    server_s = {"full": org.reset()}
-    incremental = run("extract", env)
-    after_incremental = org.mark()
-    server_s["incremental"] = org.reset()
+    start, full, after_full, incremental, after_incremental, server_s = full_then_incremental(org, env)
     floor = run("floor", env, log=org.log, start=start, end=after_full, concurrency=CONCURRENCY)
     after_floor = org.mark()
     server_s["floor"] = org.reset()
@@ -174,13 +181,7 @@ def test_l2c_extract_alone(org: Org) -> None:
     would take hours. `L2C_BENCH_L2C_ONLY=1 L2C_BENCH_SIZES=1000000 make bench` (the transform bench after it
     then measures the full transform of that lake)."""
     env = org.env()
-    start = org.mark()
-    org.reset()
-    full = run("extract", env)
-    after_full = org.mark()
-    server_s = {"full": org.reset()}
-    incremental = run("extract", env)
-    server_s["incremental"] = org.reset()
+    start, full, after_full, incremental, _, server_s = full_then_incremental(org, env)
     full_k, inc_k = kinds(full), kinds(incremental)
     print(f"\norg: {org.leads} leads, {org.info['audit_rows']} audit rows (simulated in "
           f"{org.info['simulate_seconds']} s); sandbox execution seconds {server_s}")
