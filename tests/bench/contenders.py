@@ -70,6 +70,7 @@ def replayed(log: Path, start: int, end: int) -> list[dict[str, Any]]:
 
 def run_floor(args: dict[str, Any]) -> dict[str, Any]:
     from connector.auth import TokenProvider
+    from connector.throttle import RetryAfterGate
     from connector.tls import trusting_session
 
     config = settings()
@@ -84,16 +85,18 @@ def run_floor(args: dict[str, Any]) -> dict[str, Any]:
         todo = [entry for entry in todo if entry["method"] == "GET"]
     origin = config.dataverse_url
     throttled = 0
+    gate = RetryAfterGate()  # l2c's own: a 429's Retry-After holds every thread, as it holds l2c's
 
     def fetch(entry: dict[str, Any]) -> int:
         nonlocal throttled
         while True:  # under the same service protection: a 429 waits its Retry-After, as l2c must
+            gate.wait()
             size, status, wait = send(entry)
             if status != 429:
                 assert status == entry["status"], (status, entry["path"])
                 return size
             throttled += 1
-            time.sleep(wait)
+            gate.block(wait)
 
     def send(entry: dict[str, Any]) -> tuple[int, int, float]:
         headers = dict(base)
