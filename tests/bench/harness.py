@@ -80,7 +80,7 @@ class Org:
     def stop(self) -> None:
         if self.process.stdin is not None:
             self.process.stdin.close()
-        self.process.wait(timeout=60)
+        self.process.wait(timeout=600)  # the sandbox saves its org state on the way out (minutes at 1M leads)
 
 
 def clean_env() -> dict[str, str]:

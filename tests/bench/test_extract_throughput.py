@@ -177,20 +177,28 @@ def test_extract_against_floor_and_sdk(org: Org) -> None:
 
 @pytest.mark.skipif(os.environ.get("L2C_BENCH_L2C_ONLY") != "1", reason="L2C_BENCH_L2C_ONLY=1 runs it (for 1M leads)")
 def test_l2c_extract_alone(org: Org) -> None:
-    """Only l2c's full and no-change incremental extract: for an org (1M leads) where the whole comparison
-    would take hours. `L2C_BENCH_L2C_ONLY=1 L2C_BENCH_SIZES=1000000 make bench` (the transform bench after it
-    then measures the full transform of that lake)."""
+    """l2c's full and no-change incremental extract and the floor of the full one (its requests replayed), without
+    the SDK and the listing-only contenders: for an org (1M leads) where the whole comparison would take hours.
+    `L2C_BENCH_L2C_ONLY=1 L2C_BENCH_SIZES=1000000 make bench` (the transform bench after it then measures the
+    full transform of that lake)."""
     env = org.env()
-    start, full, after_full, incremental, _, server_s = full_then_incremental(org, env)
+    start, full, after_full, incremental, after_incremental, server_s = full_then_incremental(org, env)
+    floor = run("floor", env, log=org.log, start=start, end=after_full, concurrency=CONCURRENCY)
+    server_s["floor"] = org.reset()
     full_k, inc_k = kinds(full), kinds(incremental)
     print(f"\norg: {org.leads} leads, {org.info['audit_rows']} audit rows (simulated in "
           f"{org.info['simulate_seconds']} s); sandbox execution seconds {server_s}")
     print(HEADER)
     for name, result in (("l2c full", full), ("l2c no-change incremental", incremental)):
         l2c_row(org.leads, name, result)
+    row(org.leads, "floor (replay of l2c full's requests)", floor["seconds"], floor["requests"], "", "", "", "",
+        floor["peak_mb"], floor["loadavg"])
+    ratios = {"l2c_vs_floor_throughput": round(floor["seconds"] / full["seconds"], 3),
+              "incremental_requests_per_table": round(inc_k["total"] / (len(full["rows"]) + 1), 2)}
     backfill = projection(full_k["total"], full["seconds"], float(full["requests"]["total"].get("seconds", 0)))
-    print(f"projection, first backfill: {backfill}")
-    record("extract_l2c", org.leads, org=org.info | {"env": None}, full=full, incremental=incremental,
-           projection={"backfill": backfill}, server_execution_s=server_s)
+    print(f"ratios: {ratios}; projection, first backfill: {backfill}")
+    record("extract_l2c", org.leads, org=org.info | {"env": None}, full=full, incremental=incremental, floor=floor,
+           ratios=ratios, projection={"backfill": backfill}, server_execution_s=server_s,
+           log_lines={"full": after_full - start, "incremental": after_incremental - after_full})
     assert full_k["total"] == after_full - start or full_k["429s"], "every l2c request reached the sandbox's log"
     assert inc_k["total"] <= len(full["rows"]) + 1
