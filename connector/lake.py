@@ -67,6 +67,18 @@ def make_dirs(path: Path) -> None:
         fsync_dir(directory.parent)
 
 
+# How the transform writes what it rewrites on every build (event log, cases, its state frames): zstd at its
+# fastest level, about 40 % less CPU than polars' default level 3 for files about 20 % larger (8.8M events:
+# 5.3 s against 8.9 s of CPU, 290 against 243 MB). The raw lake, written once and read by every build, keeps
+# the default level.
+OUTPUT_PARQUET: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
+
+
+def write_output(frame: pl.DataFrame, path: Path) -> Path:
+    """`frame` as Parquet at `path` (OUTPUT_PARQUET), all or nothing."""
+    return atomic_write(path, lambda handle: frame.write_parquet(handle, **OUTPUT_PARQUET))
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, mode: int = 0o644) -> Path:
     """Write `path` all or nothing: temp file beside it, flush + fsync, rename over it, fsync the directory."""
     make_dirs(path.parent)

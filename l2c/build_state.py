@@ -22,7 +22,7 @@ from types import ModuleType
 import polars as pl
 
 import sql
-from connector.lake import Lake, atomic_write
+from connector.lake import Lake, atomic_write, write_output
 from l2c import analysis
 from transforms import cases, eventlog, events, incremental, quality, snapshot
 
@@ -73,7 +73,7 @@ class TransformState:
         directory = state_dir(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
         for name in FRAMES:
-            atomic_write(self.frame_path(data_dir, name), frames[name].write_parquet)
+            write_output(frames[name], self.frame_path(data_dir, name))
         text = json.dumps(asdict(self), indent=1, sort_keys=True).encode()
         atomic_write(directory / STATE_FILE, lambda handle: handle.write(text))
         kept = {self.frame_path(data_dir, name).name for name in FRAMES}

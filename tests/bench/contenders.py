@@ -246,6 +246,7 @@ def run_audit_events(args: dict[str, Any]) -> dict[str, Any]:
 
     from config.activities import load_activities
     from config.tables import load_tables
+    from connector.lake import OUTPUT_PARQUET
     from l2c.build import distinct
     from transforms.events import events_from_audit
 
@@ -255,7 +256,7 @@ def run_audit_events(args: dict[str, Any]) -> dict[str, Any]:
     audit = distinct(pl.scan_parquet(source / "audit.parquet"), "auditid")
     details = distinct(pl.scan_parquet(source / "details.parquet"), "auditid")
     events = events_from_audit(audit, details, rules).collect()
-    events.write_parquet(out)
+    events.write_parquet(out, **OUTPUT_PARQUET)  # as l2c writes its outputs
     return {"seconds": round(time.perf_counter() - started, 2), "events": events.height}
 
 
