@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from contextlib import ExitStack
 
 import pytest
@@ -220,3 +222,19 @@ def test_execution_time_is_recorded_even_when_the_body_raises(clock: Clock) -> N
         clock.advance(0.5)
         raise RuntimeError("handler failed")
     assert refused(protection).event.code == "0x80072321"  # and the concurrency slot was released
+
+
+def test_execution_time_is_the_requests_own_cpu_time_not_its_wait() -> None:
+    """Dataverse bills the time a server spends on a request; this one-interpreter emulator must not bill the
+    time a request waits for another's turn (or anything else), so by default execution is thread CPU time."""
+    waiter, worker = Protection(), Protection()
+    with waiter.admit(USER):
+        threading.Event().wait(0.3)  # waiting: no CPU spent
+    with worker.admit(USER):
+        spin_until = time.thread_time() + 0.3
+        while time.thread_time() < spin_until:  # working: 0.3 s of this thread's CPU
+            pass
+    time_left = {name: float(dict(p.headers(USER))["x-ms-ratelimit-time-remaining-xrm-requests"].replace(",", ""))
+                 for name, p in (("waiter", waiter), ("worker", worker))}
+    assert time_left["waiter"] > 1199.9
+    assert 1199.0 < time_left["worker"] <= 1199.7

@@ -25,7 +25,7 @@ TIME_LEFT = "x-ms-ratelimit-time-remaining-xrm-requests"
 def limited(api_start: StartSandbox, options: SandboxOptions) -> tuple[Sandbox, ApiClient, FakeClock]:
     sandbox = api_start(options=options)
     clock = FakeClock()
-    sandbox.protection.clock = clock
+    sandbox.protection.clock = sandbox.protection.execution_clock = clock
     return sandbox, ApiClient.connect(sandbox), clock
 
 
