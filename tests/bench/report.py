@@ -1,6 +1,8 @@
-"""The measurement tables of BENCHMARKS.md from the benches' results file: `python -m tests.bench.report [FILE]`.
+"""The measurement tables of BENCHMARKS.md from the benches' results files: `python -m tests.bench.report [FILE...]`.
 
-FILE defaults to L2C_BENCH_RESULTS (/tmp/l2c-bench/results.jsonl); the newest entry per (bench, size) wins.
+FILE defaults to L2C_BENCH_RESULTS (/tmp/l2c-bench/results.jsonl); the newest entry per (bench, size) wins, the
+files read in the order given. An l2c-only run (`L2C_BENCH_L2C_ONLY=1`, for 1M leads) fills the contenders it
+measured; the others read "-".
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from typing import Any
 from tests.bench.harness import RESULTS
 
 
-def newest(path: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
+def newest(paths: list[Path]) -> dict[tuple[str, int, int], dict[str, Any]]:
     out: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
-        out[(entry["bench"], entry["leads"], entry.get("audit_rows", 0))] = entry
+    for path in paths:
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            bench = "extract" if entry["bench"] == "extract_l2c" else entry["bench"]
+            out[(bench, entry["leads"], entry.get("audit_rows", 0))] = entry
     return out
 
 
@@ -35,6 +39,8 @@ def extract_table(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         for name, key in (("l2c full", "full"), ("l2c no-change incremental", "incremental"),
                           ("l2c daily incremental (+1 day)", "daily"), ("l2c full, no audit details", "listing")):
+            if key not in e:
+                continue
             r = e[key]
             total, page, audit, detail = requests_of(r)
             rows = sum(r["rows"].values())
@@ -45,9 +51,13 @@ def extract_table(entries: list[dict[str, Any]]) -> list[str]:
                          f"{per_rows} | {per_audit} | {throttled} | {r['peak_mb']} | {r['loadavg']} |")
         for name, key in (("floor: l2c full's requests replayed", "floor"),
                           ("floor: l2c full's GETs replayed", "floor_listing")):
+            if key not in e:
+                continue
             r = e[key]
             lines.append(f"| {e['leads']:,} | {name} | {r['seconds']} | {r['requests']} | | | | | | "
                          f"{r.get('429s', 0)} | {r['peak_mb']} | {r['loadavg']} |")
+        if "sdk" not in e:
+            continue
         r = e["sdk"]
         lines.append(f"| {e['leads']:,} | SDK records.list_pages, sequential | {r['seconds']} | {r['pages']} | | | | "
                      f"| | | {r['peak_mb']} | {r['loadavg']} |")
@@ -60,10 +70,12 @@ def ratio_table(entries: list[dict[str, Any]]) -> list[str]:
              "daily projected s |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in entries:
         r, p = e["ratios"], e["projection"]
-        lines.append(f"| {e['leads']:,} | {r['l2c_vs_floor_throughput']} | {r['l2c_listing_vs_floor_listing']} | "
-                     f"{r['l2c_vs_sdk_throughput']} | {r['l2c_listing_vs_sdk']} | "
-                     f"{r['incremental_requests_per_table']} | {r['detail_rows_fetched']} | "
-                     f"{r['detail_rows_rules_read']} | {p['backfill']['projected_s']} | {p['daily']['projected_s']} |")
+        cells = [r.get(key, "-") for key in ("l2c_vs_floor_throughput", "l2c_listing_vs_floor_listing",
+                                             "l2c_vs_sdk_throughput", "l2c_listing_vs_sdk",
+                                             "incremental_requests_per_table", "detail_rows_fetched",
+                                             "detail_rows_rules_read")]
+        cells += [p[key]["projected_s"] if key in p else "-" for key in ("backfill", "daily")]
+        lines.append(f"| {e['leads']:,} | " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
 
@@ -83,9 +95,9 @@ def transform_table(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    entries = newest(Path(argv[0]) if argv else RESULTS)
+    entries = newest([Path(arg) for arg in argv] or [RESULTS])
     ordered = [entries[k] for k in sorted(entries, key=lambda k: (k[1], k[2]))]
-    extracts = [e for e in ordered if e["bench"] == "extract"]
+    extracts = [e for e in ordered if e["bench"] in ("extract", "extract_l2c")]
     print("\n".join(extract_table(extracts) + [""] + ratio_table(extracts) + [""]
                     + transform_table([e for e in ordered if e["bench"] in ("transform", "audit_events")])))
 
