@@ -37,7 +37,7 @@ from sandbox.schema import Table
 __all__ = ["PagingCookie", "cookie_value", "decode_deltatoken", "decode_history_cookie", "decode_skiptoken",
            "delta_link", "delta_position", "encode_delta_skiptoken", "encode_history_cookie",
            "encode_deltatoken", "encode_skiptoken", "keyset_predicate", "next_link", "order_keys",
-           "page_skiptoken", "sort_frame", "sqlserver_guid_key"]
+           "page_skiptoken", "sort_frame", "sort_keys", "sqlserver_guid_key"]
 
 # Codes and messages for malformed tokens are inferred: no captured response shows them.
 _BAD_SKIPTOKEN = "The $skiptoken value is not a valid paging cookie."
@@ -237,22 +237,32 @@ def _typed(kind: str, text: str) -> object:
         return None
 
 
-def keyset_predicate(table: Table, orderby: Sequence[tuple[str, bool]], cookie: PagingCookie) -> pl.Expr:
-    """Rows strictly after the cookie's last row in the query's order (with the primary-key tiebreak)."""
+def sort_keys(frame: pl.DataFrame, table: Table, orderby: Sequence[tuple[str, bool]]) -> pl.DataFrame:
+    """The comparison keys `sort_frame` sorts by (`key0`, `key1`, ...; null where the column is null), row for row
+    of `frame`: computed once per order, so each page's `keyset_predicate(..., keyed=True)` compares them
+    instead of re-deriving every row's key (SQL Server GUID order, lowercase text) on every page."""
+    return frame.select(_key(pl.col(name), column_kind(table.by_api_name[name])).alias(f"key{i}")
+                        for i, (name, _) in enumerate(order_keys(table, orderby)))
+
+
+def keyset_predicate(table: Table, orderby: Sequence[tuple[str, bool]], cookie: PagingCookie, *,
+                     keyed: bool = False) -> pl.Expr:
+    """Rows strictly after the cookie's last row in the query's order (with the primary-key tiebreak); over the
+    table's columns, or with `keyed` over `sort_keys`' columns."""
     clauses, same = [], pl.lit(True)
-    for name, descending in order_keys(table, orderby):
+    for i, (name, descending) in enumerate(order_keys(table, orderby)):
         column = table.by_api_name[name]
         written = cookie.columns.get(column.name, cookie.columns.get(name))
         if written is None:  # a cookie from another query (Dataverse would fall back to simple paging)
             raise _bad_skiptoken()
-        col, kind = pl.col(name), column_kind(column)
+        col, kind = pl.col(f"key{i}" if keyed else name), column_kind(column)
         if written[0] is None:
             after, equal = (pl.lit(False) if descending else col.is_not_null()), col.is_null()
         else:
             last = _typed(kind, written[0])
             if last is None:
                 raise _bad_skiptoken()
-            key, value = _key(col, kind), pl.lit(last)
+            key, value = (col if keyed else _key(col, kind)), pl.lit(last)
             after = col.is_null() | (key < value) if descending else (key > value).fill_null(False)
             equal = (key == value).fill_null(False)
         clauses.append(same & after)

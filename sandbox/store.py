@@ -48,6 +48,7 @@ class ServedTable:
         self.table = table
         self.frame = paging.sort_frame(frame, table, ())
         self._orders: dict[tuple[tuple[str, bool], ...], pl.DataFrame] = {(): self.frame}
+        self._keys: dict[tuple[tuple[str, bool], ...], pl.DataFrame] = {}
         self._lock = threading.Lock()
 
     def ordered(self, orderby: list[tuple[str, bool]] | tuple[tuple[str, bool], ...]) -> pl.DataFrame:
@@ -56,6 +57,19 @@ class ServedTable:
             if key not in self._orders:
                 self._orders[key] = paging.sort_frame(self.frame, self.table, key)
             return self._orders[key]
+
+    def keys(self, orderby: list[tuple[str, bool]] | tuple[tuple[str, bool], ...]) -> pl.DataFrame:
+        """`paging.sort_keys` of `ordered(orderby)`, row for row."""
+        frame, key = self.ordered(orderby), tuple(orderby)
+        with self._lock:
+            if key not in self._keys:
+                self._keys[key] = paging.sort_keys(frame, self.table, key)
+            return self._keys[key]
+
+
+def _mask(frame: pl.DataFrame, predicate: pl.Expr) -> pl.Series:
+    """`predicate` over `frame` as one boolean per row (null as false, as `filter` reads it; a literal broadcast)."""
+    return frame.with_columns(predicate.fill_null(False).alias("__mask")).get_column("__mask")
 
 
 class Store:
@@ -106,17 +120,21 @@ class Store:
     def query(self, served: ServedTable, *, filter_expr: pl.Expr | None,
               orderby: tuple[tuple[str, bool], ...], page_size: int, skiptoken: str | None, top: int | None,
               count: bool, istracking: bool = False) -> tuple[pl.DataFrame, str | None, int | None]:
+        # Which rows qualify is a mask over the columns the filter and the keyset read; only the page's rows are
+        # then taken from the frame (filtering the frame itself copied every qualifying row of every column on
+        # every page: at 1M leads, 40 % of the emulator's time went into the audit listing's keyset filters).
         frame = served.ordered(orderby)
-        if filter_expr is not None:
-            frame = frame.filter(filter_expr)
-        total = frame.height if count else None  # uncapped: the caller caps it and says if it exceeded
+        mask = None if filter_expr is None else _mask(frame, filter_expr)
+        # uncapped: the caller caps it and says if it exceeded
+        total = (frame.height if mask is None else int(mask.sum())) if count else None
         next_page = 2  # the first nextLink asks for page 2 ([PD] webapi/query/page-results.md)
         if skiptoken:
             cookie = paging.decode_skiptoken(skiptoken)
             next_page = cookie.page_number + 1
-            frame = frame.filter(paging.keyset_predicate(served.table, orderby, cookie))
+            after = _mask(served.keys(orderby), paging.keyset_predicate(served.table, orderby, cookie, keyed=True))
+            mask = after if mask is None else mask & after
         limit = page_size if top is None else min(top, page_size)
-        window = frame.head(limit + 1)
+        window = frame.head(limit + 1) if mask is None else frame[mask.arg_true().head(limit + 1)]
         page = window.head(limit)
         next_token = None
         if window.height > limit and (top is None or top > limit):
