@@ -1,6 +1,6 @@
 """What the benchmarks share: org sizes, the sandbox process, contender processes and the results file.
 
-Sizes: 10k and 100k leads by default; L2C_BENCH_1M=1 adds 1M (about 10 GB and minutes to simulate);
+Sizes: 10k and 100k leads by default; L2C_BENCH_1M=1 adds 1M (the sandbox: 8.6 GB, 3 minutes to simulate);
 L2C_BENCH_SIZES=10000 (comma-separated) picks sizes explicitly.
 L2C_MAX_CONCURRENCY (default 8) is every contender's concurrency; L2C_BENCH_LATENCY_MS (default 100) the
 latency the sandbox adds to each Web API request, under Dataverse's default service-protection limits.
