@@ -129,6 +129,16 @@ def _versions(history: pl.LazyFrame, table: str, pk: str, objects: pl.LazyFrame 
                           pl.col("modifiedon").cast(UTC).shift(1).alias("_previous_modified")))
 
 
+def _read_columns(names: list[str], pk: str, rules: list[Rule]) -> list[str]:
+    """The columns of a history frame that `events_from_snapshots` reads for `rules`, in the frame's order.
+    Chosen before the versions are materialised: a wide table's every column would otherwise be (at 1M
+    leads, 1.6 GB for the rule tables' histories against about 0.2 GB for these)."""
+    wanted = {pk, "_version", "modifiedon", "createdon", "_op", "_deleted_at", "_extracted_at", "_run_id",
+              _lake_column(names, "createdby"), _lake_column(names, "modifiedby")}
+    wanted |= {_lake_column(names, condition[0]) for rule in rules if (condition := _condition(rule)) is not None}
+    return [name for name in names if name in wanted]
+
+
 def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule],
                           objects: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """FALLBACK_SCHEMA events (source "snapshot_diff") from every landed version of each rule's table (of
@@ -140,6 +150,7 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule],
         pk = primary_key(table)
         if not table_rules or pk not in names or "modifiedon" not in names:
             continue
+        frame = frame.select(_read_columns(names, pk, table_rules))
         versions = _versions(frame, table, pk, objects).collect().lazy()  # once, not once per rule
         version_id = pl.concat_str([pl.col(pk), pl.col("_version").cast(pl.Utf8).fill_null("")], separator="@")
         modified = pl.col("modifiedon").cast(UTC)
