@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from connector.rows import quarantine_frame
 from l2c.errors import L2CError
@@ -79,10 +80,15 @@ def write_output(frame: pl.DataFrame, path: Path) -> Path:
     return atomic_write(path, lambda handle: frame.write_parquet(handle, **OUTPUT_PARQUET))
 
 
+def _temp_beside(path: Path) -> Path:
+    """A hidden temp file name beside `path`, unique to this process and call (TEMP_SUFFIX: cleaned up later)."""
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, mode: int = 0o644) -> Path:
     """Write `path` all or nothing: temp file beside it, flush + fsync, rename over it, fsync the directory."""
     make_dirs(path.parent)
-    temp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
+    temp = _temp_beside(path)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)  # the umask may only narrow, but be explicit
@@ -96,6 +102,47 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, mode: int 
         raise
     fsync_dir(path.parent)
     return path
+
+
+class OutputParts:
+    """A Parquet output written frame by frame (OUTPUT_PARQUET), all or nothing, for outputs too big to hold
+    whole: in a `with` block, `write` appends each frame to a temp file beside `path`; a clean exit makes it
+    durable and renames it over `path`, an exception removes it and leaves `path` as it was. Each frame becomes
+    its own row groups, in the order written; every frame must have the first one's columns (a column that is
+    all null in one frame is cast to the first frame's type). At least one frame must be written, even empty:
+    it gives the file its schema."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.rows = path, 0
+        self._temp = _temp_beside(path)
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> OutputParts:
+        make_dirs(self.path.parent)
+        return self
+
+    def write(self, frame: pl.DataFrame) -> None:
+        table = frame.to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._temp, table.schema, compression=OUTPUT_PARQUET["compression"],
+                                            compression_level=OUTPUT_PARQUET["compression_level"])
+        elif table.schema != self._writer.schema:
+            table = table.cast(self._writer.schema)
+        self._writer.write_table(table)
+        self.rows += frame.height
+
+    def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if error is not None or self._writer is None:
+            self._temp.unlink(missing_ok=True)
+            if error is None:
+                raise ValueError(f"{self.path.name}: no frame was written (write at least an empty one)")
+            return
+        with open(self._temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self._temp, self.path)
+        fsync_dir(self.path.parent)
 
 
 class Lake:
