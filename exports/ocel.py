@@ -60,6 +60,7 @@ def export_json(settings: Settings, out: Path) -> Exported:
 def ocel_tables(settings: Settings) -> Ocel:
     event_log, _, database = outputs(settings)
     with duckdb.connect(str(database), read_only=True) as con:
+        con.execute("SET enable_progress_bar = false")  # drawn on stdout, terminal or not
         if not con.sql("SELECT 1 FROM information_schema.tables WHERE table_name = 'event_resources'").fetchall():
             raise ConfigError(f"{database} has no table event_resources (it was built by an older l2c)",
                               hint="run `l2c transform --full` with the same L2C_DATA_DIR, then export again")

@@ -92,6 +92,7 @@ def load(db: Path) -> ReportData:
         raise L2CError(f"cannot read {db}: {exc}", hint="close any program that has it open for writing (a DuckDB "
                        "session), or rebuild it with `l2c transform --full`") from exc
     with con:
+        con.execute("SET enable_progress_bar = false")  # drawn on stdout, terminal or not
         con.execute("SET TimeZone = 'UTC'")
 
         def query(name: str, **params: object) -> pl.DataFrame:
