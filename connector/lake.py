@@ -80,7 +80,7 @@ def write_output(frame: pl.DataFrame, path: Path) -> Path:
     return atomic_write(path, lambda handle: frame.write_parquet(handle, **OUTPUT_PARQUET))
 
 
-def _temp_beside(path: Path) -> Path:
+def temp_beside(path: Path) -> Path:
     """A hidden temp file name beside `path`, unique to this process and call (TEMP_SUFFIX: cleaned up later)."""
     return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
 
@@ -88,7 +88,7 @@ def _temp_beside(path: Path) -> Path:
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, mode: int = 0o644) -> Path:
     """Write `path` all or nothing: temp file beside it, flush + fsync, rename over it, fsync the directory."""
     make_dirs(path.parent)
-    temp = _temp_beside(path)
+    temp = temp_beside(path)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)  # the umask may only narrow, but be explicit
@@ -114,7 +114,7 @@ class OutputParts:
 
     def __init__(self, path: Path) -> None:
         self.path, self.rows = path, 0
-        self._temp = _temp_beside(path)
+        self._temp = temp_beside(path)
         self._writer: pq.ParquetWriter | None = None
 
     def __enter__(self) -> OutputParts:

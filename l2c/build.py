@@ -16,6 +16,8 @@ is missing, or `--full` asks for it. With no new page and every output present i
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,16 +28,35 @@ import polars as pl
 from config.activities import Rule, load_activities
 from config.settings import Settings
 from config.tables import load_tables
-from connector.lake import LINEAGE, ROW, TEMP_SUFFIX, Lake, remove_temp_files, write_output
+from connector.lake import (
+    LINEAGE,
+    OUTPUT_PARQUET,
+    ROW,
+    TEMP_SUFFIX,
+    Lake,
+    OutputParts,
+    atomic_write,
+    make_dirs,
+    remove_temp_files,
+    temp_beside,
+)
 from connector.lock import RunLock
 from l2c.analysis import analysis_tables
-from l2c.build_state import TransformState, fingerprint, lake_pages, state_dir, touched_objects
+from l2c.build_state import (
+    TransformState,
+    fingerprint,
+    frame_path,
+    lake_pages,
+    next_generation,
+    state_dir,
+    touched_objects,
+)
 from transforms import quality
 from transforms.cases import case_accounts, case_map
 from transforms.eventlog import build
 from transforms.events import OP_DELETE, events_from_audit
-from transforms.incremental import LOG_ORDER, event_users, replace_cases, replace_objects, touched_cases
-from transforms.snapshot import combine, events_from_record_dates, events_from_snapshots, only
+from transforms.incremental import OBJECT, replace_cases, replace_objects, touched_cases
+from transforms.snapshot import Among, combine, events_from_record_dates, events_from_snapshots, only
 
 PRIMARY_KEYS = {"lead": "leadid", "opportunity": "opportunityid", "quote": "quoteid", "salesorder": "salesorderid",
                 "invoice": "invoiceid", "account": "accountid", "systemuser": "systemuserid"}
@@ -46,6 +67,12 @@ AUDIT_SCHEMA: Schema = {"auditid": pl.Utf8, "createdon": pl.Datetime("us", "UTC"
                         "_objectid_value": pl.Utf8, "_userid_value": pl.Utf8}
 DETAILS_SCHEMA: Schema = {"auditid": pl.Utf8, "objecttypecode": pl.Utf8, "objectid": pl.Utf8, "old_values": pl.Utf8,
                           "new_values": pl.Utf8}
+
+# A full build computes the events, log and cases of this many cases at a time and streams each part to the
+# outputs, so its memory is bounded by a part, not by the lake (the log is sorted by case_id first: parts of
+# ascending case-id ranges append into the sorted log). At the bench's 1M-lead org that is about 5 parts.
+CASES_PER_PART = 250_000
+
 
 @dataclass
 class BuildResult:
@@ -82,14 +109,15 @@ class LakeInputs:
     details: pl.LazyFrame
     history: dict[str, pl.LazyFrame]  # every landed version of each rule's table
 
-    def events(self, objects: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    def events(self, objects: pl.LazyFrame | None = None, how: Among = "semi") -> pl.LazyFrame:
         """The events of all three paths, each fact once; only those of `objects` (object_type, object_id)
-        when given. Audit wins; snapshot_diff and record_dates fill in where the audit is missing."""
-        newest = {name: only(frame, name, PRIMARY_KEYS[name], objects) for name, frame in self.records.items()}
+        when given, or with how="anti" of every other record. Audit wins; snapshot_diff and record_dates fill
+        in where the audit is missing."""
+        newest = {name: only(frame, name, PRIMARY_KEYS[name], objects, how) for name, frame in self.records.items()}
         return combine(
-            events_from_audit(_of(self.audit, "_objectid_value", objects), _of(self.details, "objectid", objects),
-                              self.rules),
-            events_from_snapshots(self.history, self.rules, objects),
+            events_from_audit(_of(self.audit, "_objectid_value", objects, how),
+                              _of(self.details, "objectid", objects, how), self.rules),
+            events_from_snapshots(self.history, self.rules, objects, how),
             events_from_record_dates(newest, self.rules))
 
 
@@ -110,6 +138,24 @@ def read_lake(settings: Settings) -> LakeInputs:
                       {rule.name for rule in rules if rule.trigger == "created"}, rules, audit, details, history)
 
 
+@contextmanager
+def records_on_disk(inputs: LakeInputs, directory: Path) -> Iterator[LakeInputs]:
+    """`inputs` whose records (each record's newest landed version: a sort of all its versions) are computed
+    once into temp Parquet files in `directory` and read from there, removed on the way out. A build reads them
+    in every step (case map, events, case attributes, each part, quality, analysis tables); without this, each
+    read sorted every version again: at 1M leads, 3 s for the lead table each time."""
+    written = []
+    try:
+        for name, frame in inputs.records.items():
+            written.append(temp_beside(directory / f"records-{name}.parquet"))
+            frame.sink_parquet(written[-1], **OUTPUT_PARQUET)
+            inputs.records[name] = pl.scan_parquet(written[-1])
+        yield inputs
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+
+
 def distinct(rows: pl.LazyFrame, key: str) -> pl.LazyFrame:
     """`rows` with each `key` once. The extract lands each audit row once (re-read overlaps are dropped, a
     resumed page replaces its own file), so this first counts the distinct keys, one pass over that column
@@ -124,22 +170,23 @@ def distinct(rows: pl.LazyFrame, key: str) -> pl.LazyFrame:
     return rows.filter(pl.col(key).is_first_distinct())
 
 
-def _of(audit: pl.LazyFrame, key: str, objects: pl.LazyFrame | None) -> pl.LazyFrame:
-    """Audit rows (or details) of `objects`; all when None."""
+def _of(audit: pl.LazyFrame, key: str, objects: pl.LazyFrame | None, how: Among = "semi") -> pl.LazyFrame:
+    """Audit rows (or details) of `objects` (with how="anti": of every other record); all when None."""
     if objects is None:
         return audit
     wanted = objects.select(pl.col("object_type").alias("objecttypecode"), pl.col("object_id").alias(key))
-    return audit.join(wanted, on=["objecttypecode", key], how="semi")
+    return audit.join(wanted, on=["objecttypecode", key], how=how)
 
 
-def transform(settings: Settings, *, full: bool = False) -> BuildResult:
-    """Build (or bring up to date) the outputs under the run lock; `full` ignores the previous build."""
+def transform(settings: Settings, *, full: bool = False, cases_per_part: int = CASES_PER_PART) -> BuildResult:
+    """Build (or bring up to date) the outputs under the run lock; `full` ignores the previous build. A full
+    build works through `cases_per_part` cases at a time (see CASES_PER_PART)."""
     with RunLock(settings.data_dir):
         _remove_temp_files(settings.data_dir)
-        return _transform(settings, full)
+        return _transform(settings, full, cases_per_part)
 
 
-def _transform(settings: Settings, full: bool) -> BuildResult:
+def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_PART) -> BuildResult:
     data_dir = settings.data_dir
     out = {"event_log": data_dir / "event_log.parquet", "cases": data_dir / "cases.parquet",
            "database": data_dir / "l2c.duckdb"}
@@ -148,49 +195,94 @@ def _transform(settings: Settings, full: bool) -> BuildResult:
     pages = lake_pages(data_dir)
     previous = None if full else TransformState.load(data_dir)
     reason = "asked for (--full)" if full else _why_full(previous, stamp, pages, out)
-    if reason is None and previous is not None:
-        new = sorted(set(pages) - set(previous.pages))
-        if not new and out["database"].is_file():
-            return BuildResult(previous.events, previous.cases, previous.orphans, out["event_log"], out["database"],
-                               dict(previous.quality), mode="unchanged")
-        inputs = read_lake(settings)
+    generation = next_generation(data_dir)
+    users_path = frame_path(data_dir, "event_users", generation)
+    new = sorted(set(pages) - set(previous.pages)) if previous is not None and reason is None else None
+    if previous is not None and new == [] and out["database"].is_file():
+        return BuildResult(previous.events, previous.cases, previous.orphans, out["event_log"], out["database"],
+                           dict(previous.quality), mode="unchanged")
+    make_dirs(state_dir(data_dir))
+    with records_on_disk(read_lake(settings), state_dir(data_dir)) as inputs:
         cases_of = case_map(inputs.records, inputs.deleted_details).collect()
-        touched = touched_objects(data_dir, new)
-        cases, objects = touched_cases(touched.lazy(), previous.frame(data_dir, "case_map").lazy(), cases_of.lazy(),
-                                       previous.frame(data_dir, "event_users").lazy(), case_accounts(inputs.records))
-        events = inputs.events(objects.lazy()).collect()
-        log, case_table, orphans = build(events.lazy(), inputs.records, inputs.deleted_details,
-                                         inputs.records["systemuser"], cases_of.lazy())
-        strays = log.join(cases, on="case_id", how="anti")
-        assert strays.is_empty(), f"recomputed events outside the touched cases: {strays.head(3)}"
-        log = replace_cases(pl.read_parquet(out["event_log"]), log, cases, LOG_ORDER)
-        case_table = replace_cases(pl.read_parquet(out["cases"]), case_table, cases, ["case_id"])
-        orphans = replace_objects(previous.frame(data_dir, "orphans"), orphans, objects)
-        users = replace_cases(previous.frame(data_dir, "event_users"),
-                              event_users(events.lazy(), cases_of.lazy()).collect(), cases, ["case_id", "event_id"])
-        mode, recomputed = "incremental", cases.height
-    else:
-        inputs = read_lake(settings)
-        cases_of = case_map(inputs.records, inputs.deleted_details).collect()
-        events = inputs.events().collect()
-        log, case_table, orphans = build(events.lazy(), inputs.records, inputs.deleted_details,
-                                         inputs.records["systemuser"], cases_of.lazy())
-        users = event_users(events.lazy(), cases_of.lazy()).collect()
-        mode, recomputed = "full", case_table.height
-    issues = quality.quality_issues(log, inputs.records, orphans, keys=PRIMARY_KEYS, landed=inputs.landed,
-                                    audit=inputs.audit, details=inputs.details,
-                                    created_activities=inputs.created_activities)
-    write_output(log, out["event_log"])
-    write_output(case_table, out["cases"])
-    extra = {**analysis_tables(inputs.records), "quality_issues": issues,
-             "event_resources": users.select("event_id", "user_id")}
-    _load_duckdb(out["database"], out["event_log"], out["cases"], extra)
+        if previous is not None and new is not None:
+            event_count, case_count, orphans, recomputed = _build_incremental(
+                inputs, cases_of, previous, touched_objects(data_dir, new), out, users_path)
+            mode = "incremental"
+        else:
+            event_count, case_count, orphans = _build_full(inputs, cases_of, out, users_path, cases_per_part)
+            mode, recomputed = "full", case_count
+        issues = quality.quality_issues(pl.scan_parquet(out["event_log"]), inputs.records, orphans,
+                                        keys=PRIMARY_KEYS, landed=inputs.landed, audit=inputs.audit,
+                                        details=inputs.details, created_activities=inputs.created_activities)
+        _load_duckdb(out["database"], out["event_log"], out["cases"], users_path,
+                     {**analysis_tables(inputs.records), "quality_issues": issues})
     counts = quality.counts(issues)
-    state = TransformState(stamp, pages, (previous.generation + 1) if previous else 1, log.height,
-                           case_table.height, orphans.height, counts)
-    state.save(data_dir, {"case_map": cases_of, "event_users": users, "orphans": orphans})
-    return BuildResult(log.height, case_table.height, orphans.height, out["event_log"], out["database"], counts,
+    state = TransformState(stamp, pages, generation, event_count, case_count, orphans.height, counts)
+    state.save(data_dir, {"case_map": cases_of, "orphans": orphans})
+    return BuildResult(event_count, case_count, orphans.height, out["event_log"], out["database"], counts,
                        mode=mode, recomputed=recomputed, reason=reason or "")
+
+
+def _build_full(inputs: LakeInputs, cases_of: pl.DataFrame, out: dict[str, Path], users_path: Path,
+                cases_per_part: int) -> tuple[int, int, pl.DataFrame]:
+    """Every case, part by part (`_parts`), streamed to the event log, the cases and the event users:
+    (events, cases, orphan events)."""
+    orphan_parts = []
+    with (OutputParts(out["event_log"]) as log_out, OutputParts(out["cases"]) as cases_out,
+          OutputParts(users_path) as users_out):
+        for part, how in _parts(cases_of, cases_per_part):
+            built = build(inputs.events(part, how), inputs.records, inputs.deleted_details,
+                          inputs.records["systemuser"], cases_of.lazy())
+            log_out.write(built.log)
+            cases_out.write(built.cases)
+            users_out.write(built.users)
+            orphan_parts.append(built.orphans)
+            del built  # before the next part is computed, not after
+    return log_out.rows, cases_out.rows, pl.concat(orphan_parts)
+
+
+def _build_incremental(inputs: LakeInputs, cases_of: pl.DataFrame, previous: TransformState,
+                       touched: pl.DataFrame, out: dict[str, Path],
+                       users_path: Path) -> tuple[int, int, pl.DataFrame, int]:
+    """The cases that `touched` records (with new raw rows) touch, recomputed, and every other case's rows
+    streamed over from the previous files: (events, cases, orphan events, cases recomputed)."""
+    data_dir = out["event_log"].parent
+    cases, objects = touched_cases(touched.lazy(), previous.frame(data_dir, "case_map").lazy(), cases_of.lazy(),
+                                   previous.frame(data_dir, "event_users").lazy(), case_accounts(inputs.records))
+    built = build(inputs.events(objects.lazy()), inputs.records, inputs.deleted_details,
+                  inputs.records["systemuser"], cases_of.lazy())
+    strays = built.log.join(cases, on="case_id", how="anti")
+    assert strays.is_empty(), f"recomputed events outside the touched cases: {strays.head(3)}"
+    event_count = _sink(replace_cases(pl.scan_parquet(out["event_log"]), built.log, cases), out["event_log"])
+    case_count = _sink(replace_cases(pl.scan_parquet(out["cases"]), built.cases, cases), out["cases"])
+    _sink(replace_cases(pl.scan_parquet(previous.frame_path(data_dir, "event_users")), built.users, cases),
+          users_path)
+    orphans = replace_objects(previous.frame(data_dir, "orphans"), built.orphans, objects)
+    return event_count, case_count, orphans, cases.height
+
+
+def _parts(cases_of: pl.DataFrame, cases_per_part: int) -> Iterator[tuple[pl.LazyFrame | None, Among]]:
+    """The records of each part of a full build, as `LakeInputs.events` takes them: ranges of `cases_per_part`
+    case ids in ascending order (so the parts' sorted logs append into one sorted log). The last part is every
+    record not in an earlier range: the last range's and those of no case (whose events are orphans). One
+    part of everything when there are no more cases than that."""
+    ids = cases_of.get_column("case_id").drop_nulls().unique().sort()
+    if ids.len() <= cases_per_part:
+        yield None, "semi"
+        return
+    cased = cases_of.lazy().filter(pl.col("case_id").is_not_null())
+    starts = range(0, ids.len(), cases_per_part)
+    for start in starts[:-1]:
+        first, last = ids[start], ids[start + cases_per_part - 1]
+        in_range = cased.filter(pl.col("case_id").is_between(pl.lit(first), pl.lit(last)))
+        yield in_range.select(OBJECT).collect().lazy(), "semi"
+    yield cased.filter(pl.col("case_id") < pl.lit(ids[starts[-1]])).select(OBJECT).collect().lazy(), "anti"
+
+
+def _sink(plan: pl.LazyFrame, path: Path) -> int:
+    """`plan` streamed to `path` as Parquet (OUTPUT_PARQUET), all or nothing; the rows written."""
+    atomic_write(path, lambda handle: plan.sink_parquet(handle, **OUTPUT_PARQUET))
+    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
 
 
 def _why_full(previous: TransformState | None, stamp: str, pages: dict[str, list[int]],
@@ -214,14 +306,19 @@ def _remove_temp_files(data_dir: Path) -> None:
     (data_dir / "l2c.duckdb.tmp").unlink(missing_ok=True)
 
 
-def _load_duckdb(path: Path, event_log: Path, cases: Path, extra: dict[str, pl.DataFrame]) -> Path:
-    """sql/load.sql (event_log, cases), the `extra` frames as tables of their names, then sql/views.sql."""
+def _load_duckdb(path: Path, event_log: Path, cases: Path, event_users: Path,
+                 extra: dict[str, pl.DataFrame]) -> Path:
+    """sql/load.sql (event_log, cases, event_resources from the Parquet files), the `extra` frames as tables of
+    their names, then sql/views.sql."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     sql = resources.files("sql")
     with duckdb.connect(str(tmp)) as con:
+        # DuckDB draws a progress bar on stdout, terminal or not, for any query over 2 s (1M leads).
+        con.execute("SET enable_progress_bar = false")
         con.execute("SET VARIABLE event_log_path = ?", [str(event_log)])
         con.execute("SET VARIABLE cases_path = ?", [str(cases)])
+        con.execute("SET VARIABLE event_users_path = ?", [str(event_users)])
         con.execute(sql.joinpath("load.sql").read_text("utf-8"))
         for name, frame in extra.items():
             con.register("_frame", frame)

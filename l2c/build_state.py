@@ -39,6 +39,18 @@ def state_dir(data_dir: Path) -> Path:
     return data_dir / "state" / "transform"
 
 
+def frame_path(data_dir: Path, name: str, generation: int) -> Path:
+    """Where a build of `generation` keeps its frame `name` (one of FRAMES)."""
+    return state_dir(data_dir) / f"{name}-{generation:06d}.parquet"
+
+
+def next_generation(data_dir: Path) -> int:
+    """The generation of the next build: above the last finished one's (even when a full build ignores it), so
+    its frames never overwrite the ones the last state file names before the new state file replaces it."""
+    last = TransformState.load(data_dir)
+    return last.generation + 1 if last else 1
+
+
 @dataclass
 class TransformState:
     fingerprint: str
@@ -63,17 +75,20 @@ class TransformState:
         return state
 
     def frame_path(self, data_dir: Path, name: str) -> Path:
-        return state_dir(data_dir) / f"{name}-{self.generation:06d}.parquet"
+        return frame_path(data_dir, name, self.generation)
 
     def frame(self, data_dir: Path, name: str) -> pl.DataFrame:
         return pl.read_parquet(self.frame_path(data_dir, name))
 
     def save(self, data_dir: Path, frames: dict[str, pl.DataFrame]) -> None:
-        """Write `frames` as this state's generation, then the state file; then drop older generations."""
+        """Write `frames` as this state's generation (a frame of FRAMES not given must be written there
+        already, e.g. streamed by the build), then the state file; then drop older generations."""
         directory = state_dir(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        for name in FRAMES:
-            write_output(frames[name], self.frame_path(data_dir, name))
+        for name, frame in frames.items():
+            write_output(frame, self.frame_path(data_dir, name))
+        missing = [name for name in FRAMES if not self.frame_path(data_dir, name).is_file()]
+        assert not missing, f"the build wrote no {missing} of generation {self.generation}"
         text = json.dumps(asdict(self), indent=1, sort_keys=True).encode()
         atomic_write(directory / STATE_FILE, lambda handle: handle.write(text))
         kept = {self.frame_path(data_dir, name).name for name in FRAMES}

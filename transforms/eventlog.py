@@ -7,6 +7,8 @@ the data-quality report. Rows are sorted by case_id, timestamp, then activity an
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import polars as pl
 
 from transforms.cases import attributes, case_map
@@ -15,9 +17,19 @@ COLUMNS = ["event_id", "case_id", "case_type", "activity", "timestamp", "end_tim
            "object_id", "source", "owner", "outcome", "amount", "currency", "lead_source", "stage", "account", "region"]
 
 
+class EventLog(NamedTuple):
+    log: pl.DataFrame  # COLUMNS, sorted by case_id, timestamp, activity, event_id
+    cases: pl.DataFrame  # one row per case: its attributes, events, first and last time; sorted by case_id
+    orphans: pl.DataFrame  # the events whose record links to no case
+    # (case_id, event_id, user_id): who did each event (the log keeps only the name), sorted by case_id and
+    # event_id. It finds the cases a changed user's name appears in, and gives OCEL exports an event's user.
+    users: pl.DataFrame
+
+
 def build(events: pl.LazyFrame, records: dict[str, pl.LazyFrame], deleted_details: pl.LazyFrame,
-          users: pl.LazyFrame, cases_of: pl.LazyFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(event_log, cases, orphans) from events and the newest landed version of every record.
+          users: pl.LazyFrame, cases_of: pl.LazyFrame | None = None) -> EventLog:
+    """The event log, its cases, the orphan events and who did each event, from events and the newest landed
+    version of every record.
 
     `cases_of` is `transforms.cases.case_map(records, deleted_details)` when the caller has it already.
     """
@@ -27,16 +39,17 @@ def build(events: pl.LazyFrame, records: dict[str, pl.LazyFrame], deleted_detail
     names = users.select(pl.col("systemuserid").alias("user_id"), pl.col("fullname").alias("resource"))
     with_ids = located.join(names, on="user_id", how="left").with_columns(
         # Readable and stable across library versions (a hash function's output is not promised to be).
-        # transforms/incremental.py's event_users spells it the same way.
         pl.concat_str([pl.col("source"), pl.col("source_id"), pl.col("activity")], separator="/").alias("event_id"),
         pl.col("timestamp").alias("end_timestamp"),
-    )
-    orphans = with_ids.filter(pl.col("case_id").is_null()).collect()
-    placed = with_ids.filter(pl.col("case_id").is_not_null())
+    ).collect()  # once: the orphans, the cases, the log and the users all read it
+    orphans = with_ids.filter(pl.col("case_id").is_null())
+    placed = with_ids.lazy().filter(pl.col("case_id").is_not_null())
     cases = attributes(placed, records).collect()
     log = (placed.join(cases.lazy(), on=["case_id", "case_type"], how="left")
            .select(COLUMNS).sort(["case_id", "timestamp", "activity", "event_id"]).collect())
     case_table = (cases.join(log.group_by("case_id").agg(
         pl.len().alias("events"), pl.col("timestamp").min().alias("started"), pl.col("timestamp").max().alias("ended")),
         on="case_id", how="left").sort("case_id"))
-    return log, case_table, orphans
+    acted = (placed.filter(pl.col("user_id").is_not_null()).select("case_id", "event_id", "user_id").unique()
+             .sort("case_id", "event_id").collect())
+    return EventLog(log, case_table, orphans, acted)

@@ -27,19 +27,10 @@ def moved(old_map: pl.LazyFrame, new_map: pl.LazyFrame) -> pl.LazyFrame:
     return joined.filter(differs).select(OBJECT)
 
 
-def event_users(events: pl.LazyFrame, case_map: pl.LazyFrame) -> pl.LazyFrame:
-    """(case_id, event_id, user_id): who did each event of the log (the log itself keeps only the name). It
-    finds the cases a changed user's name appears in, and gives OCEL exports the user object of an event."""
-    event_id = pl.concat_str([pl.col("source"), pl.col("source_id"), pl.col("activity")], separator="/")
-    return (events.join(case_map, on=OBJECT, how="inner")
-            .filter(pl.col("case_id").is_not_null() & pl.col("user_id").is_not_null())
-            .select("case_id", event_id.alias("event_id"), "user_id").unique().sort("case_id", "event_id"))
-
-
 def touched_cases(touched: pl.LazyFrame, old_map: pl.LazyFrame, new_map: pl.LazyFrame,
                   users: pl.LazyFrame, accounts: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(cases to recompute, records to recompute) for `touched` records (object_type, object_id with new raw
-    rows). `users` is `event_users` of the previous build, `accounts` is `transforms.cases.case_accounts`.
+    rows). `users` is the previous build's `EventLog.users`, `accounts` is `transforms.cases.case_accounts`.
 
     The records to recompute are every record of a touched case under the new map, plus the changed records
     that belong to no case (their events are orphans, recomputed too)."""
@@ -59,10 +50,16 @@ def touched_cases(touched: pl.LazyFrame, old_map: pl.LazyFrame, new_map: pl.Lazy
     return cases, objects
 
 
-def replace_cases(old: pl.DataFrame, new: pl.DataFrame, cases: pl.DataFrame, order: list[str]) -> pl.DataFrame:
-    """`old` without the rows of `cases`, plus `new` (the recomputed rows of those cases), sorted by `order`."""
-    kept = old.join(cases, on="case_id", how="anti")
-    return pl.concat([kept, new.select(old.columns)], how="vertical_relaxed").sort(order)
+def replace_cases(old: pl.LazyFrame, new: pl.DataFrame, cases: pl.DataFrame) -> pl.LazyFrame:
+    """`old` without the rows of `cases`, plus `new` (the recomputed rows of those cases), as a lazy plan.
+
+    Both are sorted with case_id first (LOG_ORDER, or ["case_id", ...]) and a case's rows come from one side
+    only, so merging the two on case_id gives the order a full sort would, without holding or sorting `old`:
+    the plan can be streamed from one file to another."""
+    schema = old.collect_schema()
+    kept = old.join(cases.lazy().select("case_id"), on="case_id", how="anti", maintain_order="left")
+    return kept.merge_sorted(new.lazy().select(schema.names()).cast(schema), key="case_id",
+                             maintain_order=True)
 
 
 def replace_objects(old: pl.DataFrame, new: pl.DataFrame, objects: pl.DataFrame) -> pl.DataFrame:

@@ -147,8 +147,8 @@ def unreadable_audit(audit: pl.LazyFrame, details: pl.LazyFrame, case_map: pl.La
                    "unreadable_audit")
 
 
-def quality_issues(event_log: pl.DataFrame, records: Mapping[str, pl.LazyFrame], orphans: pl.DataFrame, *,
-                   keys: Mapping[str, str], created_activities: Collection[str],
+def quality_issues(event_log: pl.DataFrame | pl.LazyFrame, records: Mapping[str, pl.LazyFrame],
+                   orphans: pl.DataFrame, *, keys: Mapping[str, str], created_activities: Collection[str],
                    landed: Mapping[str, pl.LazyFrame] | None = None,
                    audit: pl.LazyFrame | None = None, details: pl.LazyFrame | None = None,
                    user_local_dates: Mapping[str, tuple[str, ...]] = USER_LOCAL_DATES) -> pl.DataFrame:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import reduce
 from operator import or_
+from typing import Literal
 
 import polars as pl
 
@@ -27,6 +28,7 @@ from config.activities import Rule, Scalar
 from transforms.events import EVENT_SCHEMA
 
 UTC = pl.Datetime("us", "UTC")
+Among = Literal["semi", "anti"]  # a frame's rows of a set of records ("semi") or of every other record ("anti")
 WINDOW_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"not_before": UTC, "not_after": UTC}
 FALLBACK_SCHEMA = {**EVENT_SCHEMA, **WINDOW_SCHEMA}  # an event and when its fact can have happened (null: open)
 KEY = ["object_type", "object_id", "activity"]
@@ -103,25 +105,26 @@ def _event(rule: Rule, pk: str, timestamp: pl.Expr, user: pl.Expr, source: str, 
             not_after.alias("not_after")]
 
 
-def only(frame: pl.LazyFrame, table: str, key: str, objects: pl.LazyFrame | None) -> pl.LazyFrame:
-    """The rows of `frame` (of `table`, identified by `key`) whose record is among `objects`
-    (object_type, object_id); all rows when `objects` is None."""
+def only(frame: pl.LazyFrame, table: str, key: str, objects: pl.LazyFrame | None, how: Among = "semi") -> pl.LazyFrame:
+    """The rows of `frame` (of `table`, identified by `key`) whose record is among `objects` (object_type,
+    object_id), or with how="anti" is not; all rows when `objects` is None."""
     if objects is None:
         return frame
     wanted = objects.filter(pl.col("object_type") == table).select(pl.col("object_id").alias(key))
-    return frame.join(wanted, on=key, how="semi")
+    return frame.join(wanted, on=key, how=how)
 
 
-def _versions(history: pl.LazyFrame, table: str, pk: str, objects: pl.LazyFrame | None) -> pl.LazyFrame:
+def _versions(history: pl.LazyFrame, table: str, pk: str, objects: pl.LazyFrame | None, how: Among) -> pl.LazyFrame:
     """Each record's distinct landed versions in order, with `_first` (no earlier version),
     `_previous_modified` (the earlier version's modifiedon) and `_previous_run` (when the run before the one
-    that landed it started); only for `objects` when given (the runs still come from the whole table)."""
+    that landed it started); only for `objects` (`how`: see `only`) when given (the runs still come from the
+    whole table)."""
     names = history.collect_schema().names()
     run = "_run_id" if "_run_id" in names else "_extracted_at"
     upserts = history.filter(pl.col("_op") == "upsert")
     runs = (upserts.group_by(run).agg(pl.col("_extracted_at").min().alias("_run_start")).sort("_run_start")
             .with_columns(pl.col("_run_start").shift(1).alias("_previous_run")).select(run, "_previous_run"))
-    return (only(upserts, table, pk, objects).join(runs, on=run, how="left")  # a join need not keep the order
+    return (only(upserts, table, pk, objects, how).join(runs, on=run, how="left")  # a join need not keep the order
             .sort(pk, "_version", "modifiedon", "_extracted_at", nulls_last=False)
             # A version landed twice (a resync, a re-read page) is one version.
             .unique([pk, "_version", "modifiedon"], keep="first", maintain_order=True)
@@ -140,9 +143,9 @@ def _read_columns(names: list[str], pk: str, rules: list[Rule]) -> list[str]:
 
 
 def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule],
-                          objects: pl.LazyFrame | None = None) -> pl.LazyFrame:
+                          objects: pl.LazyFrame | None = None, how: Among = "semi") -> pl.LazyFrame:
     """FALLBACK_SCHEMA events (source "snapshot_diff") from every landed version of each rule's table (of
-    `objects` only, when given)."""
+    `objects` only, when given; of every other record with how="anti")."""
     parts = []
     for table, frame in history.items():
         table_rules = [r for r in rules if r.table == table]
@@ -151,7 +154,7 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule],
         if not table_rules or pk not in names or "modifiedon" not in names:
             continue
         frame = frame.select(_read_columns(names, pk, table_rules))
-        versions = _versions(frame, table, pk, objects).collect().lazy()  # once, not once per rule
+        versions = _versions(frame, table, pk, objects, how).collect().lazy()  # once, not once per rule
         version_id = pl.concat_str([pl.col(pk), pl.col("_version").cast(pl.Utf8).fill_null("")], separator="@")
         modified = pl.col("modifiedon").cast(UTC)
         for rule in table_rules:
@@ -164,7 +167,7 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule],
             elif rule.trigger == "deleted" and "_deleted_at" in names:
                 dated = (pl.col("_op") == "delete") & pl.col("_deleted_at").ne_missing(pl.col("_extracted_at"))
                 when = pl.col("_deleted_at").cast(UTC)
-                deletions = only(frame, table, pk, objects).filter(dated & pl.col("_deleted_at").is_not_null())
+                deletions = only(frame, table, pk, objects, how).filter(dated & pl.col("_deleted_at").is_not_null())
                 parts.append(deletions.select(_event(
                     rule, pk, when, pl.lit(None, pl.Utf8), "snapshot_diff",
                     pl.col(pk).cast(pl.Utf8) + "@deleted", when, when)))

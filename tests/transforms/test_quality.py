@@ -34,8 +34,8 @@ def inputs(org: BuiltOrg) -> LakeInputs:
 @pytest.fixture(scope="module")
 def clean(inputs: LakeInputs) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(event_log, orphans) of the org as extracted."""
-    log, _, orphans = build(inputs.events(), inputs.records, inputs.deleted_details, inputs.records["systemuser"])
-    return log, orphans
+    built = build(inputs.events(), inputs.records, inputs.deleted_details, inputs.records["systemuser"])
+    return built.log, built.orphans
 
 
 def report(inputs: LakeInputs, log: pl.DataFrame, orphans: pl.DataFrame, *,
@@ -108,7 +108,7 @@ def test_records_whose_links_are_lost_are_reported_as_orphans(inputs: LakeInputs
     records["invoice"] = records["invoice"].with_columns(
         pl.when(pl.col("invoiceid").is_in(invoices)).then(None).otherwise(pl.col(c)).alias(c)
         for c in ("_opportunityid_value", "_salesorderid_value"))
-    log, _, orphans = build(inputs.events(), records, inputs.deleted_details, records["systemuser"])
+    log, _, orphans, _ = build(inputs.events(), records, inputs.deleted_details, records["systemuser"])
     issues = report(inputs, log, orphans, records=records)
     assert found(issues, "orphan_record") == set(quotes) | set(invoices)
     orphans = issues.filter(pl.col("check") == "orphan_record")
