@@ -239,32 +239,31 @@ def _typed(kind: str, text: str) -> object:
 
 def sort_keys(frame: pl.DataFrame, table: Table, orderby: Sequence[tuple[str, bool]]) -> pl.DataFrame:
     """The comparison keys `sort_frame` sorts by (`key0`, `key1`, ...; null where the column is null), row for row
-    of `frame`: computed once per order, so each page's `keyset_predicate(..., keyed=True)` compares them
+    of `frame`: computed once per order, so each page's `keyset_predicate` compares them
     instead of re-deriving every row's key (SQL Server GUID order, lowercase text) on every page."""
     return frame.select(_key(pl.col(name), column_kind(table.by_api_name[name])).alias(f"key{i}")
                         for i, (name, _) in enumerate(order_keys(table, orderby)))
 
 
-def keyset_predicate(table: Table, orderby: Sequence[tuple[str, bool]], cookie: PagingCookie, *,
-                     keyed: bool = False) -> pl.Expr:
-    """Rows strictly after the cookie's last row in the query's order (with the primary-key tiebreak); over the
-    table's columns, or with `keyed` over `sort_keys`' columns."""
+def keyset_predicate(table: Table, orderby: Sequence[tuple[str, bool]], cookie: PagingCookie) -> pl.Expr:
+    """Rows strictly after the cookie's last row in the query's order (with the primary-key tiebreak), over the
+    columns `sort_keys` computes for that order."""
     clauses, same = [], pl.lit(True)
     for i, (name, descending) in enumerate(order_keys(table, orderby)):
         column = table.by_api_name[name]
         written = cookie.columns.get(column.name, cookie.columns.get(name))
         if written is None:  # a cookie from another query (Dataverse would fall back to simple paging)
             raise _bad_skiptoken()
-        col, kind = pl.col(f"key{i}" if keyed else name), column_kind(column)
+        col, kind = pl.col(f"key{i}"), column_kind(column)
         if written[0] is None:
             after, equal = (pl.lit(False) if descending else col.is_not_null()), col.is_null()
         else:
             last = _typed(kind, written[0])
             if last is None:
                 raise _bad_skiptoken()
-            key, value = (col if keyed else _key(col, kind)), pl.lit(last)
-            after = col.is_null() | (key < value) if descending else (key > value).fill_null(False)
-            equal = (key == value).fill_null(False)
+            value = pl.lit(last)
+            after = col.is_null() | (col < value) if descending else (col > value).fill_null(False)
+            equal = (col == value).fill_null(False)
         clauses.append(same & after)
         same = same & equal
     return pl.any_horizontal(clauses)

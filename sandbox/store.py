@@ -131,7 +131,7 @@ class Store:
         if skiptoken:
             cookie = paging.decode_skiptoken(skiptoken)
             next_page = cookie.page_number + 1
-            after = _mask(served.keys(orderby), paging.keyset_predicate(served.table, orderby, cookie, keyed=True))
+            after = _mask(served.keys(orderby), paging.keyset_predicate(served.table, orderby, cookie))
             mask = after if mask is None else mask & after
         limit = page_size if top is None else min(top, page_size)
         window = frame.head(limit + 1) if mask is None else frame[mask.arg_true().head(limit + 1)]
