@@ -164,9 +164,7 @@ def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesCon
                                 "tracking")
             return result
         result.after = states.load(AUDIT).watermark
-        details.wait()  # every offered batch landed: the lake now says what is still missing
-        if not details.stopped:
-            details.sweep(needed_details(lake, tables, metas, detail_columns))
+        details.finish(lambda: needed_details(lake, tables, metas, detail_columns))
     finally:
         details.close()
     if result.quarantined:
@@ -321,8 +319,8 @@ class _Details:
     """RetrieveAuditDetails in `$batch` requests of BATCH_SIZE, sent side by side and landed as they answer.
 
     The audit listing `offer`s each page's needed rows as soon as that page and its resume point are saved, so
-    detail batches fill the request slots the listing's serial nextLink chains leave idle; `sweep` then asks
-    for whatever is still needed and not landed (the last partial batch, and anything a killed run missed).
+    detail batches fill the request slots the listing's serial nextLink chains leave idle; `finish` sends the
+    last partial batch and asks for whatever else is needed and not landed (what a killed run missed).
     Offering only after the page's state is saved means a crash can never make a page's details land twice.
     At most 2 x workers batches are in flight or unlanded; `offer` waits for the oldest beyond that.
     """
@@ -336,6 +334,7 @@ class _Details:
         self.lock = threading.Lock()
         self.pending: list[tuple[str, str, str]] = []  # (auditid, objecttypecode, objectid) not yet sent
         self.in_flight: deque[Future[None]] = deque()
+        self.sent: list[pl.Series] = []  # the auditids of every batch sent
         self.number = 0
         self.stopped = False  # details not readable: asked for no more
 
@@ -346,11 +345,17 @@ class _Details:
         hits = frame.filter(self.wanted).select("auditid", "objecttypecode", "_objectid_value")
         self._add(hits, final=False)
 
-    def sweep(self, needed: pl.DataFrame) -> None:
-        """Send what is still needed (`needed_details` once `wait` returned), the last partial batch included."""
-        with self.lock:
-            self.pending.clear()  # what was queued but not sent is in `needed` too
-        self._add(needed, final=True)
+    def finish(self, needed: Callable[[], pl.DataFrame]) -> None:
+        """The listing is done: send the last partial batch at once, then, while the last batches are answered,
+        find what is needed and not landed (`needed_details`) and send it unless this run sent it already (in
+        flight, or answered with an error: asked for again by the next run). That rest is what a killed run
+        offered and never landed. Returns when every batch has landed."""
+        self._add(pl.DataFrame(schema=NEEDED_SCHEMA), final=True)
+        if not self.stopped:
+            missing = needed()
+            with self.lock:
+                sent = pl.concat(self.sent) if self.sent else pl.Series("auditid", [], pl.Utf8)
+            self._add(missing.filter(~pl.col("auditid").is_in(sent.implode())), final=True)
         self.wait()
 
     def wait(self) -> None:
@@ -372,6 +377,7 @@ class _Details:
                 chunk, self.pending = self.pending[:BATCH_SIZE], self.pending[BATCH_SIZE:]
                 self.number += 1
                 sends.append((self.number, chunk))
+                self.sent.append(pl.Series("auditid", [auditid for auditid, _, _ in chunk], pl.Utf8))
         for number, chunk in sends:
             while True:  # back-pressure: the listing waits rather than queue unbounded answers
                 with self.lock:
