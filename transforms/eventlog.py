@@ -13,12 +13,13 @@ import polars as pl
 
 from transforms.cases import attributes, case_map
 
+LOG_ORDER = ["case_id", "timestamp", "activity", "event_id"]
 COLUMNS = ["event_id", "case_id", "case_type", "activity", "timestamp", "end_timestamp", "resource", "object_type",
            "object_id", "source", "owner", "outcome", "amount", "currency", "lead_source", "stage", "account", "region"]
 
 
 class EventLog(NamedTuple):
-    log: pl.DataFrame  # COLUMNS, sorted by case_id, timestamp, activity, event_id
+    log: pl.DataFrame  # COLUMNS, sorted by LOG_ORDER
     cases: pl.DataFrame  # one row per case: its attributes, events, first and last time; sorted by case_id
     orphans: pl.DataFrame  # the events whose record links to no case
     # (case_id, event_id, user_id): who did each event (the log keeps only the name), sorted by case_id and
@@ -46,7 +47,7 @@ def build(events: pl.LazyFrame, records: dict[str, pl.LazyFrame], deleted_detail
     placed = with_ids.lazy().filter(pl.col("case_id").is_not_null())
     cases = attributes(placed, records).collect()
     log = (placed.join(cases.lazy(), on=["case_id", "case_type"], how="left")
-           .select(COLUMNS).sort(["case_id", "timestamp", "activity", "event_id"]).collect())
+           .select(COLUMNS).sort(LOG_ORDER).collect())
     case_table = (cases.join(log.group_by("case_id").agg(
         pl.len().alias("events"), pl.col("timestamp").min().alias("started"), pl.col("timestamp").max().alias("ended")),
         on="case_id", how="left").sort("case_id"))

@@ -16,7 +16,6 @@ import polars as pl
 
 OBJECT = ["object_type", "object_id"]
 OBJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"object_type": pl.Utf8, "object_id": pl.Utf8}
-LOG_ORDER = ["case_id", "timestamp", "activity", "event_id"]
 
 
 def moved(old_map: pl.LazyFrame, new_map: pl.LazyFrame) -> pl.LazyFrame:
@@ -53,9 +52,9 @@ def touched_cases(touched: pl.LazyFrame, old_map: pl.LazyFrame, new_map: pl.Lazy
 def replace_cases(old: pl.LazyFrame, new: pl.DataFrame, cases: pl.DataFrame) -> pl.LazyFrame:
     """`old` without the rows of `cases`, plus `new` (the recomputed rows of those cases), as a lazy plan.
 
-    Both are sorted with case_id first (LOG_ORDER, or ["case_id", ...]) and a case's rows come from one side
-    only, so merging the two on case_id gives the order a full sort would, without holding or sorting `old`:
-    the plan can be streamed from one file to another."""
+    Both are sorted with case_id first (`transforms.eventlog.LOG_ORDER`, or ["case_id", ...]) and a case's
+    rows come from one side only, so merging the two on case_id gives the order a full sort would, without
+    holding or sorting `old`: the plan can be streamed from one file to another."""
     schema = old.collect_schema()
     kept = old.join(cases.lazy().select("case_id"), on="case_id", how="anti", maintain_order="left")
     return kept.merge_sorted(new.lazy().select(schema.names()).cast(schema), key="case_id",
