@@ -85,22 +85,34 @@ def temp_beside(path: Path) -> Path:
     return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, mode: int = 0o644) -> Path:
-    """Write `path` all or nothing: temp file beside it, flush + fsync, rename over it, fsync the directory."""
+def _open_temp(path: Path, mode: int) -> tuple[Path, IO[bytes]]:
+    """A new temp file beside `path` (its directories made), open for writing with `mode`."""
     make_dirs(path.parent)
     temp = temp_beside(path)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    os.fchmod(fd, mode)  # the umask may only narrow, but be explicit
+    return temp, os.fdopen(fd, "wb")
+
+
+def _publish(handle: IO[bytes], temp: Path, path: Path) -> None:
+    """Flush + fsync the temp file, close it, rename it over `path`, fsync the directory."""
+    with handle:
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, mode: int = 0o644) -> Path:
+    """Write `path` all or nothing: temp file beside it, flush + fsync, rename over it, fsync the directory."""
+    temp, handle = _open_temp(path, mode)
     try:
-        os.fchmod(fd, mode)  # the umask may only narrow, but be explicit
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        write(handle)
+        _publish(handle, temp, path)
     except BaseException:
+        handle.close()
         temp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
     return path
 
 
@@ -114,17 +126,16 @@ class OutputParts:
 
     def __init__(self, path: Path) -> None:
         self.path, self.rows = path, 0
-        self._temp = temp_beside(path)
         self._writer: pq.ParquetWriter | None = None
 
     def __enter__(self) -> OutputParts:
-        make_dirs(self.path.parent)
+        self._temp, self._handle = _open_temp(self.path, 0o644)
         return self
 
     def write(self, frame: pl.DataFrame) -> None:
         table = frame.to_arrow()
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._temp, table.schema, compression=OUTPUT_PARQUET["compression"],
+            self._writer = pq.ParquetWriter(self._handle, table.schema, compression=OUTPUT_PARQUET["compression"],
                                             compression_level=OUTPUT_PARQUET["compression_level"])
         elif table.schema != self._writer.schema:
             table = table.cast(self._writer.schema)
@@ -133,16 +144,14 @@ class OutputParts:
 
     def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
         if self._writer is not None:
-            self._writer.close()
+            self._writer.close()  # the Parquet footer; the handle stays open
         if error is not None or self._writer is None:
+            self._handle.close()
             self._temp.unlink(missing_ok=True)
             if error is None:
                 raise ValueError(f"{self.path.name}: no frame was written (write at least an empty one)")
             return
-        with open(self._temp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self._temp, self.path)
-        fsync_dir(self.path.parent)
+        _publish(self._handle, self._temp, self.path)
 
 
 class Lake:
