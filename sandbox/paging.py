@@ -37,7 +37,7 @@ from sandbox.schema import Table
 __all__ = ["PagingCookie", "cookie_value", "decode_deltatoken", "decode_history_cookie", "decode_skiptoken",
            "delta_link", "delta_position", "encode_delta_skiptoken", "encode_history_cookie",
            "encode_deltatoken", "encode_skiptoken", "keyset_predicate", "next_link", "order_keys",
-           "page_skiptoken", "sort_frame", "sort_keys", "sqlserver_guid_key"]
+           "page_skiptoken", "sort_frame", "sort_keys", "sqlserver_guid_key", "tracking_start"]
 
 # Codes and messages for malformed tokens are inferred: no captured response shows them.
 _BAD_SKIPTOKEN = "The $skiptoken value is not a valid paging cookie."
@@ -62,6 +62,8 @@ class PagingCookie:
     columns: dict[str, tuple[str | None, str | None]]  # cookie element name -> (last, first); None = null
     istracking: bool = False
     inner_page: int | None = None  # the page the values come from (the inner cookie's page)
+    # A tracking read's start (version, time): its deltaLink's token, whenever its last page is asked for.
+    tracking_start: tuple[int, datetime] | None = None
 
 
 def cookie_value(value: object) -> str | None:
@@ -100,11 +102,13 @@ def _percent(text: str, safe: str, lower: bool) -> str:
 
 def encode_skiptoken(page_number: int, primary_key: str, last_row: Mapping[str, object],
                      first_row: Mapping[str, object], order_columns: Sequence[str] = (),
-                     istracking: bool = False) -> str:
+                     istracking: bool = False, tracking_start: tuple[int, datetime] | None = None) -> str:
     """The $skiptoken value, ready to append to a nextLink, asking for page `page_number` (>= 2).
 
     Elements follow `order_columns` then the primary key, each with the last and first row's values read
-    from the rows by the same names (a null is written lastnull="1"/firstnull="1")."""
+    from the rows by the same names (a null is written lastnull="1"/firstnull="1"). A tracking read's
+    `tracking_start` rides along in the inner cookie (`trackingstart="<version>!MM/dd/yyyy HH:mm:ss"`,
+    sandbox-specific: where a real org keeps it is not documented)."""
     elements = []
     for name in [*(c for c in order_columns if c != primary_key), primary_key]:
         attrs = []
@@ -112,7 +116,8 @@ def encode_skiptoken(page_number: int, primary_key: str, last_row: Mapping[str, 
             text = cookie_value(row.get(name))
             attrs.append(f'{which}null="1"' if text is None else f'{which}="{_xml_attr(text)}"')
         elements.append(f"<{name} {' '.join(attrs)} />")
-    inner = f'<cookie page="{page_number - 1}">{"".join(elements)}</cookie>'
+    start = "" if tracking_start is None else f' trackingstart="{_delta_text(*tracking_start)}"'
+    inner = f'<cookie page="{page_number - 1}"{start}>{"".join(elements)}</cookie>'
     twice = _percent(_percent(inner, "-_.", lower=True), "-_.", lower=True)
     outer = f'<cookie pagenumber="{page_number}" pagingcookie="{twice}" istracking="{istracking}" />'
     return _percent(outer, "=/%-_.", lower=False)
@@ -136,7 +141,8 @@ def decode_skiptoken(raw: str) -> PagingCookie:
     inner = _INNER_RE.fullmatch(_decoded(attrs["pagingcookie"], "<"))
     if inner is None:
         raise _bad_skiptoken()
-    page = dict(re.findall(r'(\w+)="([^"]*)"', inner[1])).get("page", "")
+    inner_attrs = dict(re.findall(r'(\w+)="([^"]*)"', inner[1]))
+    page, start = inner_attrs.get("page", ""), inner_attrs.get("trackingstart")
     columns: dict[str, tuple[str | None, str | None]] = {}
     for element in _ELEMENT_RE.finditer(inner[2]):
         try:
@@ -145,8 +151,14 @@ def decode_skiptoken(raw: str) -> PagingCookie:
             raise _bad_skiptoken() from None
         columns[element[1]] = (None if values.get("lastnull") == "1" else values.get("last"),
                                None if values.get("firstnull") == "1" else values.get("first"))
+    tracking_start = None
+    if start is not None:
+        try:
+            tracking_start = decode_deltatoken(start)
+        except ODataError:
+            raise _bad_skiptoken() from None
     return PagingCookie(int(attrs["pagenumber"]), columns, attrs.get("istracking", "").lower() == "true",
-                        int(page) if _DIGITS.fullmatch(page) else None)
+                        int(page) if _DIGITS.fullmatch(page) else None, tracking_start)
 
 
 def _with_token(base_url: str, query: str, name: str, token: str, drop: tuple[str, ...]) -> str:
@@ -167,8 +179,12 @@ def delta_link(base_url: str, original_query_string: str, deltatoken: str) -> st
 
 def encode_deltatoken(version: int, timestamp: datetime) -> str:
     """`919042%2108%2f22%2f2017%2008%3a10%3a44` for version 919042 at 2017-08-22 08:10:44 UTC."""
+    return _percent(_delta_text(version, timestamp), "", lower=True)
+
+
+def _delta_text(version: int, timestamp: datetime) -> str:
     utc = timestamp.astimezone(UTC) if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
-    return _percent(f"{version}!{utc:%m/%d/%Y %H:%M:%S}", "", lower=True)
+    return f"{version}!{utc:%m/%d/%Y %H:%M:%S}"
 
 
 def decode_deltatoken(raw: str) -> tuple[int, datetime]:
@@ -207,13 +223,14 @@ def sort_frame(frame: pl.DataFrame, table: Table, orderby: Sequence[tuple[str, b
 
 
 def page_skiptoken(table: Table, orderby: Sequence[tuple[str, bool]], page_number: int, page: pl.DataFrame,
-                   istracking: bool = False) -> str:
+                   istracking: bool = False, tracking_start: tuple[int, datetime] | None = None) -> str:
     """The $skiptoken for page `page_number` after `page` (non-empty, sorted with `sort_frame`). Elements are
     named by logical names (`parentaccountid`, not `_parentaccountid_value`), as FetchXML cookies are."""
     logical = {name: table.by_api_name[name].name for name, _ in order_keys(table, orderby)}
     first, last = page.row(0, named=True), page.row(-1, named=True)
     return encode_skiptoken(page_number, table.primary_id, {logical[k]: last[k] for k in logical},
-                            {logical[k]: first[k] for k in logical}, list(logical.values()), istracking)
+                            {logical[k]: first[k] for k in logical}, list(logical.values()), istracking,
+                            tracking_start)
 
 
 def _typed(kind: str, text: str) -> object:
@@ -271,11 +288,14 @@ def keyset_predicate(table: Table, orderby: Sequence[tuple[str, bool]], cookie: 
 
 # --- tokens whose content only the sandbox reads ---------------------------------------------------------
 
-def encode_delta_skiptoken(phase: int, version: int, page_number: int = 2) -> str:
+def encode_delta_skiptoken(phase: int, version: int, tracking_start: tuple[int, datetime],
+                           page_number: int = 2) -> str:
     """A nextLink $skiptoken inside a delta answer: changed rows (phase 0) or deletions (phase 1) continue
-    after `version`. Same envelope as a paging cookie, istracking="True"; the content is sandbox-specific."""
+    after `version`, up to the delta's `tracking_start`. Same envelope as a paging cookie, istracking="True";
+    the content is sandbox-specific."""
     row = {"phase": phase, "versionnumber": version}
-    return encode_skiptoken(page_number, "versionnumber", row, row, ["phase"], istracking=True)
+    return encode_skiptoken(page_number, "versionnumber", row, row, ["phase"], istracking=True,
+                            tracking_start=tracking_start)
 
 
 def delta_position(cookie: PagingCookie) -> tuple[int, int]:
@@ -284,6 +304,13 @@ def delta_position(cookie: PagingCookie) -> tuple[int, int]:
     if phase not in ("0", "1") or version is None or not _DIGITS.fullmatch(version):
         raise _bad_skiptoken()
     return int(phase), int(version)
+
+
+def tracking_start(cookie: PagingCookie) -> tuple[int, datetime]:
+    """The start a tracking read's cookie carries (see `encode_skiptoken`); a cookie without one is invalid."""
+    if cookie.tracking_start is None:
+        raise _bad_skiptoken()
+    return cookie.tracking_start
 
 
 def encode_history_cookie(page_number: int, start: int) -> str:

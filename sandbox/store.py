@@ -119,7 +119,8 @@ class Store:
 
     def query(self, served: ServedTable, *, filter_expr: pl.Expr | None,
               orderby: tuple[tuple[str, bool], ...], page_size: int, skiptoken: str | None, top: int | None,
-              count: bool, istracking: bool = False) -> tuple[pl.DataFrame, str | None, int | None]:
+              count: bool, istracking: bool = False,
+              tracking_start: tuple[int, datetime] | None = None) -> tuple[pl.DataFrame, str | None, int | None]:
         # Which rows qualify is a mask over the columns the filter and the keyset read; only the page's rows are
         # then taken from the frame (filtering the frame itself copied every qualifying row of every column on
         # every page: at 1M leads, 40 % of the emulator's time went into the audit listing's keyset filters).
@@ -138,7 +139,7 @@ class Store:
         page = window.head(limit)
         next_token = None
         if window.height > limit and (top is None or top > limit):
-            next_token = paging.page_skiptoken(served.table, orderby, next_page, page, istracking)
+            next_token = paging.page_skiptoken(served.table, orderby, next_page, page, istracking, tracking_start)
         return page, next_token, total
 
     # --- change tracking ---------------------------------------------------------------------------------
@@ -164,20 +165,24 @@ class Store:
         table = served.table.logical_name
         return changed + self.deleted.filter((pl.col("table") == table) & (pl.col("version") > since)).height
 
-    def delta(self, served: ServedTable, since: int, page_size: int,
+    def delta(self, served: ServedTable, since: int, upto: int, page_size: int,
               after: tuple[int, int] | None) -> tuple[pl.DataFrame, list[dict[str, Any]], tuple[int, int] | None]:
-        """Rows changed after `since` (by version), then deletions; keyset on (phase, version)."""
+        """Rows changed after `since` up to `upto` (the version when the delta was first asked for), by version,
+        then deletions in the same range; keyset on (phase, version). A change made while the delta pages has
+        a higher version: it comes in the next delta (whose token is `upto`), never lost between the two."""
         phase, last = after or (0, since)
         rows = pl.DataFrame()
         if phase == 0:
-            changed = served.frame.filter(pl.col("versionnumber") > last).sort("versionnumber")
+            changed = served.frame.filter(pl.col("versionnumber").is_between(last, upto, closed="right"))
+            changed = changed.sort("versionnumber")
             rows = changed.head(page_size + 1)
             if rows.height > page_size:
                 rows = rows.head(page_size)
                 return rows, [], (0, int(rows.get_column("versionnumber")[-1]))
             last = since
         room = page_size - rows.height
-        gone = self.deleted.filter((pl.col("table") == served.table.logical_name) & (pl.col("version") > last))
+        gone = self.deleted.filter((pl.col("table") == served.table.logical_name)
+                                   & pl.col("version").is_between(last, upto, closed="right"))
         gone_page = gone.head(room + 1)
         more = gone_page.height > room
         gone_page = gone_page.head(room)

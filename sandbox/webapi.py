@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import unquote
@@ -236,12 +236,14 @@ class WebApi:
         context = f"{self.base}/$metadata#{entity_set}{self._select_suffix(parsed.select)}"
         if parsed.deltatoken is not None:
             return self._delta(store, served, request, parsed, columns, ann, context)
+        start = None
         if parsed.track_changes:
             store.check_tracking(table)
+            start = self._tracking_start(store, parsed)
         page, next_token, total = store.query(
             served, filter_expr=parsed.filter, orderby=parsed.orderby, page_size=parsed.page_size,
             skiptoken=parsed.skiptoken, top=None if parsed.page_size_requested else parsed.top,
-            count=parsed.count, istracking=parsed.track_changes,
+            count=parsed.count, istracking=parsed.track_changes, tracking_start=start,
         )
         body: dict[str, Any] = {"@odata.context": context}
         if total is not None:
@@ -257,12 +259,22 @@ class WebApi:
         body["value"] = corrupt.rows(self.options.corrupt, store, table, body["value"])
         if next_token is not None:
             body["@odata.nextLink"] = paging.next_link(self.base + "/" + entity_set, request.query, next_token)
-        elif parsed.track_changes:
-            # The initial sync's token is the version current when it ends; rows changed while it paged
-            # come again in the first delta.
-            token = paging.encode_deltatoken(store.delta_version(), store.clock)
+        elif start is not None:
+            # The delta link's starting point is the initial request: "An empty JSON response is returned if no
+            # table changes have occurred after the initial change tracking request was called" ([PD]
+            # use-change-tracking-synchronize-data-external-systems.md). So a row changed while the sync paged
+            # (after its page was read, a day later for a resumed sync) comes in the first delta; a token of
+            # the version at the last page would lose it.
+            token = paging.encode_deltatoken(*start)
             body["@odata.deltaLink"] = paging.delta_link(self.base + "/" + entity_set, request.query, token)
         return json_response(200, body, self._applied(parsed))
+
+    @staticmethod
+    def _tracking_start(store: Store, parsed: odata.ParsedQuery) -> tuple[int, datetime]:
+        """(version, time) of a tracking read's first request: now, or what its nextLink's cookie carries."""
+        if parsed.skiptoken:
+            return paging.tracking_start(paging.decode_skiptoken(parsed.skiptoken))
+        return store.delta_version(), store.clock
 
     def _delta(self, store: Store, served: ServedTable, request: Request, parsed: odata.ParsedQuery,
                columns: list[Any], ann: Annotations, context: str) -> Response:
@@ -271,9 +283,9 @@ class WebApi:
         store.check_delta_token(version, issued)
         after = None
         if parsed.skiptoken:
-            cookie = paging.decode_skiptoken(parsed.skiptoken)
-            after = paging.delta_position(cookie)
-        rows, deletions, more = store.delta(served, version, parsed.page_size, after)
+            after = paging.delta_position(paging.decode_skiptoken(parsed.skiptoken))
+        start = self._tracking_start(store, parsed)
+        rows, deletions, more = store.delta(served, version, start[0], parsed.page_size, after)
         value: list[dict[str, Any]] = [render_entity(store, served.table, row, columns, ann)
                                        for row in rows.iter_rows(named=True)] if rows.height else []
         value = corrupt.rows(self.options.corrupt, store, served.table, value)
@@ -283,10 +295,10 @@ class WebApi:
                           "id": gone["id"], "reason": "deleted"})
         body: dict[str, Any] = {"@odata.context": f"{context}/$delta", "value": value}
         if more is not None:
-            token = paging.encode_delta_skiptoken(*more)
+            token = paging.encode_delta_skiptoken(*more, start)
             body["@odata.nextLink"] = paging.next_link(self.base + "/" + entity_set, request.query, token)
         else:
-            token = paging.encode_deltatoken(store.delta_version(), store.clock)
+            token = paging.encode_deltatoken(*start)  # as the initial sync's: see _collection
             body["@odata.deltaLink"] = paging.delta_link(self.base + "/" + entity_set, request.query, token)
         return json_response(200, body, self._applied(parsed))
 

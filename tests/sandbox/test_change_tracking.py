@@ -149,3 +149,60 @@ def test_a_delta_token_expires_after_the_orgs_retention(api_start: StartSandbox)
     leads = sandbox.org.rows["lead"]
     expected = leads.filter(pl.col("versionnumber") > version).sort("versionnumber").get_column("leadid")
     assert [row["leadid"] for row in changes] == expected.to_list() != []
+
+
+def newest(entries: list[dict[str, Any]], pk: str) -> dict[str, int]:
+    """What a client holds after applying `entries` in order: each live row's newest versionnumber (a row
+    read twice keeps the higher), deletions removed."""
+    held: dict[str, int] = {}
+    for entry in entries:
+        if entry.get("reason") == "deleted":
+            held.pop(entry["id"], None)
+        else:
+            held[entry[pk]] = max(entry["versionnumber"], held.get(entry[pk], 0))
+    return held
+
+
+def org_versions(sandbox: Any, table: str, pk: str) -> dict[str, int]:
+    rows = sandbox.org.rows[table].select(pk, "versionnumber")
+    return dict(zip(rows.get_column(pk).to_list(), rows.get_column("versionnumber").to_list(), strict=True))
+
+
+def test_changes_made_while_a_tracking_read_pages_come_in_the_next_delta(api_start: StartSandbox) -> None:
+    # A run that reads the first page of a sync, is killed, and resumes at the nextLink days later: the rows of
+    # the first page that changed meanwhile must come in the first delta, or the client never sees them.
+    sandbox = api_start(OrgState(seed=42, leads=600), SandboxOptions(expire_change_tracking_days=90))
+    client = ApiClient.connect(sandbox)
+    prefer = "odata.track-changes,odata.maxpagesize=500"  # most leads on the first page: some of them change
+    started = (sandbox.org.max_version, sandbox.org.clock)
+    first = client.get("leads", prefer=prefer)
+    page_one = {row["leadid"] for row in first.json()["value"]}
+    sandbox.advance(10)
+    rest = client.pages(first.json()["@odata.nextLink"], prefer=prefer)
+    link = rest[-1].json()["@odata.deltaLink"]
+    # "An empty JSON response is returned if no table changes have occurred after the initial change tracking
+    # request was called" ([PD] use-change-tracking-synchronize-data-external-systems.md)
+    assert deltatoken(link) == started
+    now = org_versions(sandbox, "lead", "leadid")
+    changed_meanwhile = {lead for lead in page_one if now.get(lead, 0) > started[0]}
+    assert changed_meanwhile, "the days must change a row of the first page, or this proves nothing"
+    delta, link, _ = read_delta(client, link)
+    assert changed_meanwhile <= {row.get("leadid") for row in delta}
+    assert newest([*page_values([first, *rest]), *delta], "leadid") == now
+
+    # A delta that pages across a change: it holds the changes up to its first request, the next delta the rest.
+    sandbox.advance(10)
+    synced = newest([*page_values([first, *rest]), *delta], "leadid")
+    started = (sandbox.org.max_version, sandbox.org.clock)
+    small = "odata.track-changes,odata.maxpagesize=5"
+    head = client.get(link, prefer=small)
+    sandbox.advance(10)
+    tail = client.pages(head.json()["@odata.nextLink"], prefer=small)
+    link = tail[-1].json()["@odata.deltaLink"]
+    assert deltatoken(link) == started
+    window = page_values([head, *tail])
+    assert all(started[0] >= row["versionnumber"] for row in window if "versionnumber" in row)
+    later, _, _ = read_delta(client, link)
+    assert later, "the days between the delta's pages must change something"
+    held = [{"leadid": lead, "versionnumber": version} for lead, version in synced.items()]
+    assert newest([*held, *window, *later], "leadid") == org_versions(sandbox, "lead", "leadid")

@@ -31,6 +31,7 @@ from sandbox.paging import (
     sort_frame,
     sort_keys,
     sqlserver_guid_key,
+    tracking_start,
 )
 from sandbox.schema import Column, Table
 
@@ -295,16 +296,22 @@ def test_cookie_values_are_typed_back_exactly() -> None:
     assert later["thingid"].to_list() == [str(uuid.UUID(int=2))], "exact ties fall to the primary key"
 
 
-@given(st.sampled_from([0, 1]), st.integers(0, 2**62), st.booleans())
-def test_delta_skiptoken_round_trip(phase: int, version: int, framework_decoded: bool) -> None:
-    token = encode_delta_skiptoken(phase, version)
+@given(st.sampled_from([0, 1]), st.integers(0, 2**62), st.integers(0, 2**62),
+       st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31), timezones=st.just(UTC)), st.booleans())
+def test_delta_skiptoken_round_trip(phase: int, version: int, start_version: int, start_time: datetime,
+                                    framework_decoded: bool) -> None:
+    start = (start_version, start_time.replace(microsecond=0))
+    token = encode_delta_skiptoken(phase, version, start)
     cookie = decode_skiptoken(unquote_plus(token) if framework_decoded else token)
     assert cookie.istracking and delta_position(cookie) == (phase, version)
+    assert tracking_start(cookie) == start
 
 
-def test_delta_position_rejects_an_ordinary_cookie() -> None:
+def test_delta_position_and_tracking_start_reject_an_ordinary_cookie() -> None:
     with pytest.raises(ODataError):
         delta_position(decode_skiptoken(DOC_SKIPTOKEN))
+    with pytest.raises(ODataError):
+        tracking_start(decode_skiptoken(DOC_SKIPTOKEN))
 
 
 @given(st.integers(1, 1000), st.integers(0, 10**9), st.booleans())
