@@ -134,10 +134,12 @@ def _delta(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: TableStat
     result.mode = "delta"
     result.before = state.delta_link
     resume = state.resume
+    first_time: datetime | None = None  # the server's time at the read's first page: its token's start
     if resume:
         stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
         reconcile = reconcile or bool(resume.get("reconcile"))
         full = bool(resume.get("full"))
+        first_time = datetime.fromisoformat(resume["started_at"])
     elif state.delta_link:
         stream, url, page_no, full = f"delta-{ctx.run_id}", state.delta_link, 1, False
     else:
@@ -145,7 +147,6 @@ def _delta(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: TableStat
         url = Query(meta.entity_set, selected(cfg, meta)).url()
         reconcile = reconcile or ctx.lake.has_rows(cfg.name)
     kind = "page" if full else "delta"
-    first_time: datetime | None = None
     for page in pages(ctx.client, url, prefer(ctx.page_size, track_changes=True), kind=kind, start_page=page_no):
         first_time = first_time or page.server_time
         _land(ctx, cfg, meta, stream, page.number, page.records, page.server_time, result)
@@ -158,7 +159,9 @@ def _delta(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: TableStat
             if reconcile and full:
                 result.deletions += _reconcile(ctx, cfg, meta, stream, page.server_time)
             state.mode, state.delta_link, state.resume = "delta", stored_link(page.delta_link), None
-            state.token_issued_at = state_time(page.server_time) if page.server_time else None
+            # The token starts at the read's first request ([PD] use-change-tracking-synchronize-data-external-
+            # systems.md), which may be runs ago for a resumed read: its age (tokens expire) counts from there.
+            state.token_issued_at = state_time(first_time) if first_time else None
             state.last_success = state.token_issued_at
             state.last_error = None
         ctx.states.save(state)

@@ -191,6 +191,45 @@ def test_sigkill_at_random_points_then_rerun_gives_the_same_lake(tmp_path: Path)
             assert Lake(reference).fingerprint(name) == Lake(tmp_path / "killed").fingerprint(name), name
 
 
+# A child `l2c extract` SIGKILLed right after the lead table's resume point is saved: its first page is landed,
+# the rest of the initial sync is not.
+KILL_AFTER_LEAD_RESUME = """
+import os, signal, sys
+from connector.state import StateStore
+real_save = StateStore.save
+def save(self, state):
+    path = real_save(self, state)
+    if state.table == "lead" and state.resume:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+StateStore.save = save
+from l2c.cli import main
+sys.exit(main(["extract"]))
+"""
+
+
+def test_an_initial_sync_resumed_days_later_loses_no_change_made_meanwhile(tmp_path: Path) -> None:
+    # The delta link's start is the sync's first request ([PD] use-change-tracking-synchronize-data-external-
+    # systems.md): the rows of the landed first page that changed before the resume come in the first delta.
+    with Sandbox(tmp_path / "sb", OrgState(seed=42, leads=600),
+                 SandboxOptions(expire_change_tracking_days=90)) as sandbox:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAVERSE_", "AZURE_", "L2C_"))}
+        env.update(sandbox.env(), L2C_DATA_DIR=str(tmp_path / "data"), L2C_PAGE_SIZE="500")
+        killed = subprocess.run([sys.executable, "-c", KILL_AFTER_LEAD_RESUME], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        first_page = Lake(tmp_path / "data").current("lead", "leadid")
+        assert 0 < first_page.height < sandbox.org.rows["lead"].height  # one page of the sync, not all
+        sandbox.advance(10)
+        now = sandbox.org.rows["lead"].select("leadid", "versionnumber")
+        changed = first_page.join(now, on="leadid").filter(pl.col("versionnumber") > pl.col("_version"))
+        assert changed.height > 0, "precondition: the days changed a lead of the landed page"
+        settings = settings_for(sandbox, tmp_path / "data", L2C_PAGE_SIZE=500)
+        assert extract(settings).exit_code == 0  # resumes the sync at its nextLink
+        assert extract(settings).exit_code == 0  # the first delta
+        assert_lake_matches_org(Lake(tmp_path / "data"), sandbox)
+
+
 def test_first_audit_backfill_is_split_into_ranges_read_side_by_side(tmp_path: Path) -> None:
     with Sandbox(tmp_path / "sb", OrgState(seed=9, leads=800)) as sandbox:
         result = extract(settings_for(sandbox, tmp_path / "data", L2C_MAX_CONCURRENCY=4, L2C_PAGE_SIZE=500))
