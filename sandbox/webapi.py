@@ -239,7 +239,7 @@ class WebApi:
         start = None
         if parsed.track_changes:
             store.check_tracking(table)
-            start = self._tracking_start(store, parsed)
+            start = self._tracking_start(store, paging.decode_skiptoken(parsed.skiptoken) if parsed.skiptoken else None)
         page, next_token, total = store.query(
             served, filter_expr=parsed.filter, orderby=parsed.orderby, page_size=parsed.page_size,
             skiptoken=parsed.skiptoken, top=None if parsed.page_size_requested else parsed.top,
@@ -270,10 +270,10 @@ class WebApi:
         return json_response(200, body, self._applied(parsed))
 
     @staticmethod
-    def _tracking_start(store: Store, parsed: odata.ParsedQuery) -> tuple[int, datetime]:
+    def _tracking_start(store: Store, cookie: paging.PagingCookie | None) -> tuple[int, datetime]:
         """(version, time) of a tracking read's first request: now, or what its nextLink's cookie carries."""
-        if parsed.skiptoken:
-            return paging.tracking_start(paging.decode_skiptoken(parsed.skiptoken))
+        if cookie is not None:
+            return paging.tracking_start(cookie)
         return store.delta_version(), store.clock
 
     def _delta(self, store: Store, served: ServedTable, request: Request, parsed: odata.ParsedQuery,
@@ -281,10 +281,9 @@ class WebApi:
         store.check_tracking(served.table)
         version, issued = paging.decode_deltatoken(parsed.deltatoken or "")
         store.check_delta_token(version, issued)
-        after = None
-        if parsed.skiptoken:
-            after = paging.delta_position(paging.decode_skiptoken(parsed.skiptoken))
-        start = self._tracking_start(store, parsed)
+        cookie = paging.decode_skiptoken(parsed.skiptoken) if parsed.skiptoken else None
+        after = paging.delta_position(cookie) if cookie is not None else None
+        start = self._tracking_start(store, cookie)
         rows, deletions, more = store.delta(served, version, start[0], parsed.page_size, after)
         value: list[dict[str, Any]] = [render_entity(store, served.table, row, columns, ann)
                                        for row in rows.iter_rows(named=True)] if rows.height else []
