@@ -103,7 +103,8 @@ class _Reader:
         specs = rowmod.column_specs(self.meta.attributes, [self.meta.api_name(c) for c in AUDIT_COLUMNS])
         for page in pages(self.client, url, prefer(self.page_size), kind="audit", start_page=page_no):
             signpost = signpost or page.server_time
-            frame, bad = rowmod.to_frame(page.records, specs)
+            notes: list[rowmod.ShapeNote] = []
+            frame, bad = rowmod.to_frame(page.records, specs, notes)
             if dedupe and frame.height:
                 # Only an incremental read re-reads an overlap; a split backfill's ranges are disjoint.
                 known = self.lake.versions(AUDIT, "auditid", frame.get_column("auditid"))
@@ -117,6 +118,9 @@ class _Reader:
             if bad:
                 self.lake.write_quarantine(AUDIT, stream, page.number, bad, run_id=self.run_id,
                                            extracted_at=page.server_time)
+            if notes:
+                self.lake.write_notes(AUDIT, stream, page.number, rowmod.notes_frame(page.records, notes, "auditid"),
+                                      run_id=self.run_id, extracted_at=page.server_time)
             with self.lock:
                 self.result.rows += frame.height
                 self.result.pages += 1

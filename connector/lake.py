@@ -1,18 +1,19 @@
 """The raw lake: every page pulled from Dataverse as one Parquet file, append-only, written durably.
 
-Layout: `<data_dir>/raw/<table>/<stream>/<kind>-<page_no:06d>.parquet`, kind `rows`, `deletions` or
-`quarantine`. A stream is one paged read that can be resumed (a delta sync, a backfill); its name is chosen by
-the caller and kept in the table's state, so a resumed run rewrites the same file names: writing a (stream,
-kind, page) again replaces that file and never adds a duplicate. A page is written to a hidden temp file in the
-same directory, fsynced, renamed over the final name and the directory fsynced, so a crash leaves either the
-old file or the new one, never a torn one; `cleanup()` (under the run lock) removes temp files of a crashed
-run. Each page gains lineage columns: `_run_id`, `_extracted_at`, `_stream`, `_page`, `_op` (`upsert`,
-`delete`, `quarantine`) and `_deleted_at` (when a deletion was seen). `scan()` reads rows and deletions as one
-lazy frame (columns added later are null in older pages); `current()` keeps, per id, the last event in the
-order (effective version, `_extracted_at`, `_page`, rows before deletions, row), where a deletion's effective
-version is just above the highest version of that id seen before it: it hides everything older and loses to
-a re-creation with a higher version. No Hive partitioning: the files are few and small, and a flat listing
-keeps the ordering rules above the only thing a reader needs to know.
+Layout: `<data_dir>/raw/<table>/<stream>/<kind>-<page_no:06d>.parquet`, kind `rows`, `deletions`, `quarantine`
+(records refused) or `notes` (values kept but noted, e.g. a date in another shape than its metadata says). A
+stream is one paged read that can be resumed (a delta sync, a backfill); its name is chosen by the caller and
+kept in the table's state, so a resumed run rewrites the same file names: writing a (stream, kind, page) again
+replaces that file and never adds a duplicate. A page is written to a hidden temp file in the same directory,
+fsynced, renamed over the final name and the directory fsynced, so a crash leaves either the old file or the new
+one, never a torn one; `cleanup()` (under the run lock) removes temp files of a crashed run. Each page gains
+lineage columns: `_run_id`, `_extracted_at`, `_stream`, `_page`, `_op` (`upsert`, `delete`, `quarantine`,
+`note`) and `_deleted_at` (when a deletion was seen). `scan()` reads rows and deletions as one lazy frame
+(columns added later are null in older pages); `current()` keeps, per id, the last event in the order
+(effective version, `_extracted_at`, `_page`, rows before deletions, row), where a deletion's effective version
+is just above the highest version of that id seen before it: it hides everything older and loses to a
+re-creation with a higher version. No Hive partitioning: the files are few and small, and a flat listing keeps
+the ordering rules above the only thing a reader needs to know.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import pyarrow.parquet as pq
 from connector.rows import quarantine_frame
 from l2c.errors import L2CError
 
-Kind = Literal["rows", "deletions", "quarantine"]
-OPS: dict[str, str] = {"rows": "upsert", "deletions": "delete", "quarantine": "quarantine"}
+Kind = Literal["rows", "deletions", "quarantine", "notes"]
+OPS: dict[str, str] = {"rows": "upsert", "deletions": "delete", "quarantine": "quarantine", "notes": "note"}
 LINEAGE = ("_run_id", "_extracted_at", "_stream", "_page", "_op", "_deleted_at")
 VERSION = "_version"
 ROW = "_row"
@@ -177,7 +178,7 @@ class Lake:
             raise ValueError("extracted_at must be timezone-aware")
         path = self.page_path(table, stream, page_no, kind)
         seen = (extracted_at or datetime.now(UTC)).astimezone(UTC)
-        if kind != "quarantine" and VERSION not in frame.columns:
+        if kind in ("rows", "deletions") and VERSION not in frame.columns:
             frame = frame.with_columns(pl.lit(None, pl.Int64).alias(VERSION))
         deleted_at = pl.lit(seen if kind == "deletions" else None, _UTC)
         if kind == "deletions" and "_deleted_at" in frame.columns:
@@ -199,6 +200,11 @@ class Lake:
         return self.write_page(table, stream, page_no, quarantine_frame(quarantined), run_id=run_id,
                                extracted_at=extracted_at, kind="quarantine")
 
+    def write_notes(self, table: str, stream: str, page_no: int, notes: pl.DataFrame, *, run_id: str,
+                    extracted_at: datetime | None = None) -> Path:
+        """Land what a page's conversion noted about values it kept (connector.rows.notes_frame) beside it."""
+        return self.write_page(table, stream, page_no, notes, run_id=run_id, extracted_at=extracted_at, kind="notes")
+
     def pages(self, table: str, kinds: tuple[Kind, ...] = ("rows", "deletions")) -> list[Path]:
         """Landed pages of `table` in a stable order (stream, kind, page); temp files are never listed."""
         directory = self.table_dir(table)
@@ -213,6 +219,9 @@ class Lake:
 
     def scan_quarantine(self, table: str) -> pl.LazyFrame:
         return self._scan(table, ("quarantine",))
+
+    def scan_notes(self, table: str) -> pl.LazyFrame:
+        return self._scan(table, ("notes",))
 
     def _scan(self, table: str, kinds: tuple[Kind, ...], stream: str | None = None) -> pl.LazyFrame:
         files = [p for p in self.pages(table, kinds) if stream is None or p.parent.name == stream]

@@ -7,8 +7,11 @@ annotation columns, then `_version` from the etag), so pages concatenate without
 stored exactly (a string in an int column, 5 decimals in money, 30 February) does not fail the page: its whole
 record goes to the quarantine list with a reason, and `quarantine_frame` lands those apart. Each column is
 built by pyarrow/polars in one call; only a column that holds a bad value is re-examined value by value to
-name it. `$deletedEntity` records are not rows: `split_deletions` takes them out first, and `to_frame`
-quarantines any that slip through, so a malformed deletion can never become an all-null row.
+name it. A DateTime value is read by its shape, not only by its metadata: a bare `YYYY-MM-DD` in a column the
+metadata calls a timestamp lands as that day's UTC midnight, and a full timestamp in a DateOnly column lands as
+its UTC day, each with a `ShapeNote` for the quality report, so a stale metadata cache or a behaviour changed in
+the org never quarantines a valid value. `$deletedEntity` records are not rows: `split_deletions` takes them out
+first, and `to_frame` quarantines any that slip through, so a malformed deletion can never become an all-null row.
 """
 
 from __future__ import annotations
@@ -60,6 +63,24 @@ _WIDE = Context(prec=80)  # wide enough that quantize never rounds a value decim
 _TIMESTAMP_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
 _DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 _ETAG_RE = r'^W/"(\d+)"$'
+
+
+@dataclass(frozen=True)
+class ShapeNote:
+    """A DateTime value whose shape disagrees with its column's metadata, landed in the metadata's type."""
+
+    index: int  # the record's position in the page
+    column: str
+    value: str  # as served
+    landed_as: str  # "date" (a full timestamp in a DateOnly column) or "timestamp" (a bare date elsewhere)
+
+    @property
+    def message(self) -> str:
+        if self.landed_as == "date":
+            return (f"{self.column} = {self.value!r} is a full timestamp, but the column's metadata says "
+                    "DateOnly: landed as its UTC day")
+        return (f"{self.column} = {self.value!r} is a bare date, but the column's metadata says it has a time: "
+                "landed as that day's UTC midnight")
 
 
 @dataclass(frozen=True)
@@ -170,16 +191,29 @@ def quarantine_frame(quarantined: Sequence[tuple[Mapping[str, Any], str]]) -> pl
                          "reason": pl.Series([reason for _, reason in quarantined], dtype=pl.String)})
 
 
-def to_frame(records: Sequence[Mapping[str, Any]], specs: Sequence[ColumnSpec]
-             ) -> tuple[pl.DataFrame, list[tuple[Mapping[str, Any], str]]]:
-    """(frame of the good records with exactly `arrow_schema(specs)`, [(bad record, reason)])."""
+NOTES_SCHEMA = {"object_id": pl.String, "column": pl.String, "value": pl.String, "note": pl.String}
+
+
+def notes_frame(records: Sequence[Mapping[str, Any]], notes: Sequence[ShapeNote], key: str) -> pl.DataFrame:
+    """A notes page: per note the record's `key` value, the column, the value as served and what was done."""
+    ids = [records[n.index].get(key) for n in notes]
+    return pl.DataFrame({"object_id": [i if isinstance(i, str) else None for i in ids],
+                         "column": [n.column for n in notes], "value": [n.value for n in notes],
+                         "note": [n.message for n in notes]}, schema=NOTES_SCHEMA)
+
+
+def to_frame(records: Sequence[Mapping[str, Any]], specs: Sequence[ColumnSpec],
+             notes: list[ShapeNote] | None = None) -> tuple[pl.DataFrame, list[tuple[Mapping[str, Any], str]]]:
+    """(frame of the good records with exactly `arrow_schema(specs)`, [(bad record, reason)]). A DateTime value
+    of a kept record that came in the other shape than its metadata says is appended to `notes`."""
     bad: dict[int, list[str]] = {}
     for i, record in enumerate(records):
         if _is_deletion(record):
             bad[i] = ["a $deletedEntity record (deletions need a string id and are split out by split_deletions)"]
+    shapes: list[ShapeNote] = []
     columns: list[pl.Series] = []
     for spec in specs:
-        columns.append(_convert(spec.api_name, [r.get(spec.api_name) for r in records], spec.kind, bad))
+        columns.append(_convert(spec.api_name, [r.get(spec.api_name) for r in records], spec.kind, bad, shapes))
         if spec.labelled:
             name = spec.api_name + FORMATTED
             columns.append(_convert(spec.api_name + LABEL, [r.get(name) for r in records], "string", bad))
@@ -188,6 +222,8 @@ def to_frame(records: Sequence[Mapping[str, Any]], specs: Sequence[ColumnSpec]
             columns.append(_convert(spec.api_name + TYPE, [r.get(name) for r in records], "string", bad))
     columns.append(_versions([r.get(ETAG) for r in records], bad))
     frame = pl.DataFrame(columns)
+    if notes is not None:  # a quarantined record keeps its value as served: nothing was converted
+        notes.extend(note for note in shapes if note.index not in bad)
     if not bad:
         return frame, []
     keep = pl.Series([True] * len(records))
@@ -200,12 +236,13 @@ def _is_deletion(record: Mapping[str, Any]) -> bool:
     return isinstance(context, str) and context.endswith("/$deletedEntity")
 
 
-def _convert(name: str, values: list[Any], kind: str, bad: dict[int, list[str]]) -> pl.Series:
+def _convert(name: str, values: list[Any], kind: str, bad: dict[int, list[str]],
+             notes: list[ShapeNote] | None = None) -> pl.Series:
     """One column of `kind`; values that do not convert exactly are nulled and their rows marked in `bad`."""
     present = set(map(type, values)) - {type(None)}
     if present <= set(_ACCEPT[kind]) and not (float in present and kind in ("money", "decimal")):
         try:
-            return _build(name, values, kind, bad)
+            return _build(name, values, kind, bad, notes)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):
             pass  # some value does not fit: find it below
     clean: list[Any] = []
@@ -217,7 +254,7 @@ def _convert(name: str, values: list[Any], kind: str, bad: dict[int, list[str]])
         else:
             clean.append(Decimal(repr(value)) if isinstance(value, float) and kind in ("money", "decimal")
                          else value)
-    return _build(name, clean, kind, bad)
+    return _build(name, clean, kind, bad, notes)
 
 
 def _check(value: Any, kind: str) -> str:
@@ -243,17 +280,10 @@ def _check(value: Any, kind: str) -> str:
     return ""
 
 
-def _build(name: str, values: list[Any], kind: str, bad: dict[int, list[str]]) -> pl.Series:
+def _build(name: str, values: list[Any], kind: str, bad: dict[int, list[str]],
+           notes: list[ShapeNote] | None = None) -> pl.Series:
     if kind in ("timestamp", "date"):
-        text = pl.Series(name, values, dtype=pl.String)
-        if kind == "date":
-            parsed = text.str.to_date("%Y-%m-%d", strict=False)
-            shape = text.str.contains(_DATE_RE)
-        else:
-            parsed = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False)
-            shape = text.str.contains(_TIMESTAMP_RE)
-        failed = text.is_not_null() & (parsed.is_null() | ~shape)
-        return _mark(name, parsed, failed, values, f"not a valid {kind}", bad)
+        return _datetimes(name, values, kind, bad, notes)
     if kind == "float64":
         # The values are int/float/Decimal here, so str() is "None" only for a null; Decimal -> text -> float
         # is the correctly rounded double.
@@ -264,6 +294,30 @@ def _build(name: str, values: list[Any], kind: str, bad: dict[int, list[str]]) -
     series = pl.from_arrow(pa.array(values, type=_ARROW[kind]))
     assert isinstance(series, pl.Series)
     return series.alias(name)
+
+
+def _datetimes(name: str, values: list[Any], kind: str, bad: dict[int, list[str]],
+               notes: list[ShapeNote] | None) -> pl.Series:
+    """A DateTime column in its metadata's type (`date` for DateOnly behaviour, else `timestamp`), each value
+    read by its shape: Dataverse writes DateOnly-behaviour values as "YYYY-MM-DD" and every other as a UTC
+    timestamp ([PD] behavior-format-date-time-attribute.md), but metadata can be a day old or wrong, and the
+    value is the evidence. The other shape converts exactly (a day <-> its UTC midnight) and is noted."""
+    text = pl.Series(name, values, dtype=pl.String)
+    v = pl.col(name)
+    day = pl.when(v.str.contains(_DATE_RE)).then(v.str.to_date("%Y-%m-%d", strict=False))
+    moment = pl.when(v.str.contains(_TIMESTAMP_RE)).then(
+        v.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False))
+    if kind == "date":
+        own, other = day, moment.dt.date()
+    else:
+        own, other = moment, day.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    read = text.to_frame().select(own.alias("own"), other.alias("other"))
+    shifted = read.get_column("own").is_null() & read.get_column("other").is_not_null()
+    if notes is not None:
+        notes.extend(ShapeNote(i, name, str(values[i]), kind) for i in shifted.arg_true().to_list())
+    parsed = read.select(pl.coalesce("own", "other")).to_series().alias(name)
+    failed = text.is_not_null() & parsed.is_null()
+    return _mark(name, parsed, failed, values, f"not a valid {kind}", bad)
 
 
 def _mark(name: str, parsed: pl.Series, failed: pl.Series, values: list[Any], problem: str,

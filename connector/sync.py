@@ -100,7 +100,8 @@ def _land(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, stream: str, page
           drop_known: bool = False) -> pl.DataFrame:
     specs = rowmod.column_specs(meta.attributes, selected(cfg, meta))
     live, deleted_ids = rowmod.split_deletions(records)
-    frame, bad = rowmod.to_frame(live, specs)
+    notes: list[rowmod.ShapeNote] = []
+    frame, bad = rowmod.to_frame(live, specs, notes)
     if drop_known and frame.height:
         frame = _drop_landed(ctx, cfg.name, meta.primary_id, frame)
     extracted = seen_at
@@ -112,6 +113,9 @@ def _land(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, stream: str, page
                             kind="deletions")
     if bad:
         ctx.lake.write_quarantine(cfg.name, stream, page_no, bad, run_id=ctx.run_id, extracted_at=extracted)
+    if notes:
+        ctx.lake.write_notes(cfg.name, stream, page_no, rowmod.notes_frame(live, notes, meta.primary_id),
+                             run_id=ctx.run_id, extracted_at=extracted)
     result.rows += frame.height
     result.deletions += len(deleted_ids)
     result.quarantined += len(bad)

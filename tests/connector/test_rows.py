@@ -19,6 +19,7 @@ from connector.rows import (
     FORMATTED,
     LOOKUP_LOGICAL,
     ColumnSpec,
+    ShapeNote,
     arrow_schema,
     column_names,
     column_specs,
@@ -143,6 +144,13 @@ GOOD: dict[str, st.SearchStrategy[tuple[Any, Any]]] = {
     "timestamp": st.builds(_instant, st.datetimes(TS_MIN, TS_MAX), ZONES),
     "date": st.dates(date(1753, 1, 1), date(9999, 12, 31)).map(lambda d: (d.isoformat(), d)),
 }
+# kind -> (JSON value in the other DateTime shape, the value the frame must hold): a bare date in a timestamp
+# column is its UTC midnight, a full timestamp in a DateOnly column its UTC day; both are noted, not quarantined.
+OTHER_SHAPE: dict[str, st.SearchStrategy[tuple[Any, Any]]] = {
+    "timestamp": st.dates(date(1753, 1, 2), date(9999, 12, 30)).map(
+        lambda d: (d.isoformat(), datetime(d.year, d.month, d.day, tzinfo=UTC))),
+    "date": st.builds(_instant, st.datetimes(TS_MIN, TS_MAX), ZONES).map(lambda pair: (pair[0], pair[1].date())),
+}
 # kind -> values that must be quarantined, each tried alone below and mixed in by hypothesis
 LONE_SURROGATE = json.loads('"\\ud800"')  # valid JSON, but no UTF-8 string can hold it
 BAD_VALUES: dict[str, list[Any]] = {
@@ -153,9 +161,10 @@ BAD_VALUES: dict[str, list[Any]] = {
     "decimal": [Decimal("0.12345678901"), "0.5"],
     "float64": ["1.5", True, Decimal("1E+400"), float("inf"), float("nan")],
     "bool": [0, 1, "true", "Yes"],
-    "timestamp": ["2023-02-30T00:00:00Z", "2023-04-07T21:59:01", "2023-04-07", "yesterday", "",
+    "timestamp": ["2023-02-30T00:00:00Z", "2023-04-07T21:59:01", "2023-02-30", "yesterday", "",
                   "2023-04-07 21:59:01Z", " 2023-04-07T21:59:01Z", "2023-04-07T21:59Z", 1680904741, LONE_SURROGATE],
-    "date": ["2023-04-07T00:00:00Z", "2023-02-30", "2023-4-7", " 2023-04-07", "20230407", 20230407],
+    "date": ["2023-02-30T00:00:00Z", "2023-02-30", "2023-4-7", " 2023-04-07", "20230407", 20230407,
+             "2023-04-07T21:59:01"],
 }
 BAD: dict[str, st.SearchStrategy[Any]] = {kind: st.sampled_from(values) for kind, values in BAD_VALUES.items()}
 KIND_COLUMN = {"string": "name", "int32": "count", "int64": "versionnumber", "money": "amount", "decimal": "discount",
@@ -183,15 +192,21 @@ def test_bad_etag_is_quarantined(etag: Any) -> None:
     assert [r["thingid"] for r, _ in bad] == ["a"] and bad[0][1].startswith("_version: ")
 
 
+Case = tuple[list[dict[str, Any]], list[dict[str, Any] | None], list[tuple[int, str, str, str]]]
+
+
 @st.composite
-def records(draw: Callable[..., Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None]]:
-    """Records as json.loads(parse_float=Decimal) gives them, and per record the row expected (None = bad).
+def records(draw: Callable[..., Any]) -> Case:
+    """Records as json.loads(parse_float=Decimal) gives them, per record the row expected (None = bad), and the
+    shape notes expected: (record index, column, value, landed as) of kept records.
 
     At most one value per record is bad, so a converter that let a bad value through is seen (a record with
     several bad values would be quarantined for the others anyway)."""
     out: list[dict[str, Any]] = []
     expected: list[dict[str, Any] | None] = []
-    for _ in range(draw(st.integers(0, 12))):
+    notes: list[tuple[int, str, str, str]] = []
+    for index in range(draw(st.integers(0, 12))):
+        shifted: list[tuple[int, str, str, str]] = []
         culprit = draw(st.one_of(st.none(), st.none(), st.sampled_from([*SPECS, "label", "etag"])))
         record: dict[str, Any] = {"@odata.extra": "ignored"}  # annotations no spec names are not columns
         row: dict[str, Any] = dict.fromkeys(column_names(SPECS))
@@ -201,6 +216,9 @@ def records(draw: Callable[..., Any]) -> tuple[list[dict[str, Any]], list[dict[s
             elif draw(st.integers(0, 3)) == 0:
                 if draw(st.booleans()):
                     record[spec.api_name] = None  # else the property is absent
+            elif spec.kind in OTHER_SHAPE and draw(st.integers(0, 3)) == 0:
+                record[spec.api_name], row[spec.api_name] = draw(OTHER_SHAPE[spec.kind])
+                shifted.append((index, spec.api_name, record[spec.api_name], spec.kind))
             else:
                 record[spec.api_name], row[spec.api_name] = draw(GOOD[spec.kind])
             if spec.labelled and draw(st.booleans()):
@@ -217,17 +235,20 @@ def records(draw: Callable[..., Any]) -> tuple[list[dict[str, Any]], list[dict[s
             record["@odata.etag"], row["_version"] = f'W/"{version}"', version
         out.append(record)
         expected.append(None if culprit is not None else row)
-    return out, expected
+        notes += shifted if culprit is None else []
+    return out, expected, notes
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records())
-def test_to_frame_matches_oracle(case: tuple[list[dict[str, Any]], list[dict[str, Any] | None]]) -> None:
-    batch, expected = case
-    frame, bad = to_frame(batch, SPECS)
+def test_to_frame_matches_oracle(case: Case) -> None:
+    batch, expected, expected_notes = case
+    notes: list[ShapeNote] = []
+    frame, bad = to_frame(batch, SPECS, notes)
     assert frame.schema == polars_schema(SPECS)
     assert frame.to_dicts() == [row for row in expected if row is not None]
     assert [record for record, _ in bad] == [r for r, row in zip(batch, expected, strict=True) if row is None]
+    assert sorted((n.index, n.column, n.value, n.landed_as) for n in notes) == sorted(expected_notes)
     for _, reason in bad:  # "<column>: <problem> <value>[; ...]"
         assert reason.split(":")[0] in column_names(SPECS), reason
 
@@ -241,10 +262,28 @@ def test_bad_reason_names_column_and_value() -> None:
 def test_date_only_and_user_local() -> None:
     record = {"thingid": "a", "duedate": "2024-02-29", "closedate": "2024-02-28T23:00:00Z",
               "tzfree": "2024-02-29T00:00:00Z"}
-    row = to_frame([record], SPECS)[0].row(0, named=True)
+    notes: list[ShapeNote] = []
+    row = to_frame([record], SPECS, notes)[0].row(0, named=True)
     assert row["duedate"] == date(2024, 2, 29)
     assert row["closedate"] == datetime(2024, 2, 28, 23, tzinfo=UTC)
     assert row["tzfree"] == datetime(2024, 2, 29, tzinfo=UTC)
+    assert notes == []
+
+
+def test_a_value_in_the_other_date_shape_is_landed_and_noted_not_quarantined() -> None:
+    """Dataverse serves a DateOnly-behaviour column as "YYYY-MM-DD" (realdata README): metadata that says
+    otherwise (a stale cache, a behaviour changed in the org) must not cost the row."""
+    records = [{"thingid": "a", "createdon": "2026-06-01", "duedate": "2026-06-01T22:30:00+02:00"},
+               {"thingid": "b", "createdon": "2026-06-02", "count": "x"}]  # quarantined: no note
+    notes: list[ShapeNote] = []
+    frame, bad = to_frame(records, SPECS, notes)
+    row = frame.row(0, named=True)
+    assert row["createdon"] == datetime(2026, 6, 1, tzinfo=UTC)
+    assert row["duedate"] == date(2026, 6, 1)  # 22:30 at +02:00 is 20:30 UTC, the same UTC day
+    assert [r["thingid"] for r, _ in bad] == ["b"]
+    assert [(n.index, n.column, n.value, n.landed_as) for n in notes] == [
+        (0, "createdon", "2026-06-01", "timestamp"), (0, "duedate", "2026-06-01T22:30:00+02:00", "date")]
+    assert "DateOnly" in notes[1].message and "UTC day" in notes[1].message
 
 
 # --- deletions and quarantine ------------------------------------------------------------------------------
