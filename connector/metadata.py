@@ -2,8 +2,13 @@
 
 Read from `EntityDefinitions` and `EntityDefinitions(LogicalName='x')/Attributes` once, then cached in the
 state directory for a day (and whenever the declarations change) so a no-change run costs no metadata
-requests. Every declared table and column is checked here, before any data is read: a name the org does
-not have is a ConfigError that names the table, the column, and the file to fix.
+requests. The Attributes collection is typed AttributeMetadata, so only AttributeMetadata's own properties can
+be selected there; a derived type's properties (DateTimeAttributeMetadata's Format and DateTimeBehavior) need a
+cast segment, `.../Attributes/Microsoft.Dynamics.CRM.DateTimeAttributeMetadata?$select=...` ([PD]
+webapi/query-metadata-web-api.md). Selecting `Format` on the base collection is Dataverse's 400 "Could not find
+a property named 'Format' on type 'Microsoft.Dynamics.CRM.AttributeMetadata'." (realdata payload 28). Every
+declared table and column is checked here, before any data is read: a name the org does not have is a
+ConfigError that names the table, the column, and the file to fix.
 """
 
 from __future__ import annotations
@@ -23,9 +28,15 @@ from l2c.errors import ConfigError
 
 CACHE_FILE = "metadata.json"
 CACHE_TTL = timedelta(hours=24)
+# Part of the cache's fingerprint: a cache written by an l2c that read metadata differently is fetched again.
+CACHE_FORMAT = 2
 LOOKUP_TYPES = {"Lookup", "Owner", "Customer"}
+# EntityMetadata's own properties ([PD] webapi/reference/entitymetadata.md).
 ENTITY_FIELDS = "LogicalName,EntitySetName,PrimaryIdAttribute,ObjectTypeCode,ChangeTrackingEnabled,IsAuditEnabled"
-ATTRIBUTE_FIELDS = "LogicalName,ColumnNumber,AttributeType,Format,DateTimeBehavior,IsAuditEnabled"
+# AttributeMetadata's own properties ([PD] webapi/reference/attributemetadata.md): all the base collection takes.
+ATTRIBUTE_FIELDS = "LogicalName,ColumnNumber,AttributeType"
+# Per derived type, the properties l2c reads through its cast ([PD] webapi/query-metadata-web-api.md).
+CASTS = {"DateTimeAttributeMetadata": "LogicalName,Format,DateTimeBehavior"}
 
 
 @dataclass
@@ -56,7 +67,7 @@ class TableMeta:
 
 
 def _fingerprint(tables: TablesConfig) -> str:
-    return hashlib.sha256(tables.model_dump_json().encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{CACHE_FORMAT}:{tables.model_dump_json()}".encode()).hexdigest()[:16]
 
 
 def load(client: Client, tables: TablesConfig, state_dir: Path, *, now: datetime | None = None,
@@ -85,18 +96,21 @@ def _fetch(client: Client, tables: TablesConfig, *, audit_table: bool) -> dict[s
                           hint="check the `name` in config/tables.toml (logical names, e.g. 'lead')")
     present = [name for name in names if name in found]
 
-    def columns(name: str) -> list[dict[str, Any]]:
-        reply = client.get(f"EntityDefinitions(LogicalName={literal(name)})/Attributes?$select={ATTRIBUTE_FIELDS}",
-                           kind="metadata")
-        return list(reply.json.get("value", []))
+    def columns(request: tuple[str, str | None]) -> list[dict[str, Any]]:
+        name, cast = request
+        path = f"EntityDefinitions(LogicalName={literal(name)})/Attributes"
+        path += f"/Microsoft.Dynamics.CRM.{cast}?$select={CASTS[cast]}" if cast else f"?$select={ATTRIBUTE_FIELDS}"
+        return list(client.get(path, kind="metadata").json.get("value", []))
 
-    # One request per table, side by side (the client's limiter bounds them): a first run waits for one
-    # round trip here instead of one per table.
-    with ThreadPoolExecutor(max_workers=min(8, max(1, len(present))), thread_name_prefix="l2c-meta") as pool:
-        attributes_of = dict(zip(present, pool.map(columns, present), strict=True))
+    # The base collection and each cast, per table, side by side (the client's limiter bounds them): a first
+    # run waits for one round trip here instead of one per request.
+    requests = [(name, cast) for name in present for cast in (None, *CASTS)]
+    with ThreadPoolExecutor(max_workers=min(8, len(requests)), thread_name_prefix="l2c-meta") as pool:
+        answers = dict(zip(requests, pool.map(columns, requests), strict=True))
     out = {}
     for name in present:
-        row, attributes = found[name], attributes_of[name]
+        row, attributes = found[name], _merged(answers[(name, None)],
+                                               [answers[(name, cast)] for cast in CASTS])
         audit = row.get("IsAuditEnabled")
         out[name] = TableMeta(
             logical_name=name,
@@ -107,6 +121,15 @@ def _fetch(client: Client, tables: TablesConfig, *, audit_table: bool) -> dict[s
             attributes=[_slim(a) for a in attributes],
         )
     return out
+
+
+def _merged(base: list[dict[str, Any]], casts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The base collection's attributes, each with the properties its derived type's cast gave for it."""
+    extra: dict[str, dict[str, Any]] = {}
+    for answer in casts:
+        for attribute in answer:
+            extra.setdefault(attribute["LogicalName"], {}).update(attribute)
+    return [{**attribute, **extra.get(attribute["LogicalName"], {})} for attribute in base]
 
 
 def _slim(attribute: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +185,19 @@ def primary_ids(state_dir: Path) -> dict[str, str]:
         return {name: meta["primary_id"] for name, meta in tables.items()}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+
+
+def user_local_dates(state_dir: Path) -> dict[str, tuple[str, ...]]:
+    """Per table, from the metadata cache: its DateOnly-format columns whose behaviour is UserLocal (a value is
+    the user's local midnight in UTC, so its UTC day can differ from the one entered)."""
+    try:
+        tables = json.loads((state_dir / CACHE_FILE).read_text())["tables"]
+        found = {name: tuple(a["LogicalName"] for a in meta["attributes"]
+                             if a.get("Format") == "DateOnly" and a.get("DateTimeBehavior") == "UserLocal")
+                 for name, meta in tables.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {name: columns for name, columns in found.items() if columns}
 
 
 def invalidate(state_dir: Path) -> None:

@@ -74,6 +74,7 @@ def handle_batch(api: WebApi, request: Request, user: str) -> Response:
     for part in parts:
         if b"multipart/mixed" in part.split(b"\r\n\r\n", 1)[0]:
             raise ODataError(400, "0x80048d19", "Change sets are not supported: the sandbox org is read-only.")
+        inner: Request | None = None
         try:
             inner = parse_inner(part, API_PREFIX)
             if inner.method != "GET":
@@ -82,6 +83,8 @@ def handle_batch(api: WebApi, request: Request, user: str) -> Response:
             response = api.dispatch(inner, user)
         except ODataError as exc:
             response = error_response(exc.status, exc.code, exc.message)
+        if inner is not None:
+            api.record(inner, response.status, in_batch=True)
         chunks.append(_render_part(out_boundary, response))
         if response.status >= 400 and not keep_going:
             break

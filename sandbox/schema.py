@@ -24,9 +24,11 @@ class Column:
     number: int  # ColumnNumber
     options: dict[int, str] | None = None  # choice labels (FormattedValue)
     targets: tuple[str, ...] = ()  # lookup target tables
-    date_only: bool = False  # DateTime with Format=DateOnly
-    # DateTimeBehavior: "UserLocal" DateOnly columns are stored as the user's local midnight in UTC and
-    # read back as a full UTC timestamp (so a day can shift); "DateOnly" ones read back as YYYY-MM-DD.
+    date_only: bool = False  # DateTime with Format=DateOnly (display only: it says nothing of the value)
+    # DateTimeBehavior ([PD] behavior-format-date-time-attribute.md): "UserLocal" values are UTC instants (a
+    # DateOnly-format one entered in a form is the user's local midnight in UTC, so its UTC day can shift);
+    # "DateOnly" values are calendar days, Edm.Date in the Web API ("2026-06-01"). Each column's pair follows
+    # Microsoft's table reference (MicrosoftDocs/dynamics-365-customer-engagement ce/developer/reference/entities).
     behavior: str = "UserLocal"
     audited: bool = True
 
@@ -255,8 +257,9 @@ _add(Table("opportunity", "opportunities", "opportunityid", "name", 3, (
     Column("stepname", "String", 9),
     Column("estimatedvalue", "Money", 10),
     Column("actualvalue", "Money", 11),
-    Column("estimatedclosedate", "DateTime", 12, date_only=True, behavior="UserLocal"),
-    Column("actualclosedate", "DateTime", 13, date_only=True, behavior="UserLocal"),
+    # opportunity.md@57fe25c7: both DateTimeBehavior DateOnly, Format DateOnly.
+    Column("estimatedclosedate", "DateTime", 12, date_only=True, behavior="DateOnly"),
+    Column("actualclosedate", "DateTime", 13, date_only=True, behavior="DateOnly"),
     Column("closeprobability", "Integer", 14),
     Column("discountpercentage", "Decimal", 15),
     _currency(16),
@@ -275,8 +278,9 @@ _add(Table("quote", "quotes", "quoteid", "name", 1084, (
     Column("discountpercentage", "Decimal", 10),
     Column("discountamount", "Money", 11),
     Column("totalamount", "Money", 12),
-    Column("effectivefrom", "DateTime", 13, date_only=True, behavior="DateOnly"),
-    Column("effectiveto", "DateTime", 14, date_only=True, behavior="DateOnly"),
+    # quote.md@a336f096: effectivefrom/effectiveto UserLocal with Format DateOnly; closedon DateOnly, DateOnly.
+    Column("effectivefrom", "DateTime", 13, date_only=True, behavior="UserLocal"),
+    Column("effectiveto", "DateTime", 14, date_only=True, behavior="UserLocal"),
     Column("closedon", "DateTime", 15, date_only=True, behavior="DateOnly"),
     _currency(16),
     *_system_cols(30),
@@ -292,8 +296,9 @@ _add(Table("salesorder", "salesorders", "salesorderid", "name", 1088, (
     *_state_cols("salesorder", 7),
     Column("totalamount", "Money", 9),
     Column("discountpercentage", "Decimal", 10),
-    Column("submitdate", "DateTime", 11),
-    Column("datefulfilled", "DateTime", 12),
+    # salesorder.md@61927d87: both UserLocal with Format DateOnly.
+    Column("submitdate", "DateTime", 11, date_only=True, behavior="UserLocal"),
+    Column("datefulfilled", "DateTime", 12, date_only=True, behavior="UserLocal"),
     _currency(13),
     *_system_cols(30),
 )))
@@ -308,8 +313,9 @@ _add(Table("invoice", "invoices", "invoiceid", "name", 1090, (
     *_state_cols("invoice", 7),
     Column("totalamount", "Money", 9),
     Column("paymenttermscode", "Picklist", 10, options=PAYMENT_TERMS),
+    # invoice.md@f7ae5d03: duedate DateOnly, DateOnly; datedelivered UserLocal with Format DateOnly.
     Column("duedate", "DateTime", 11, date_only=True, behavior="DateOnly"),
-    Column("datedelivered", "DateTime", 12, date_only=True, behavior="DateOnly"),
+    Column("datedelivered", "DateTime", 12, date_only=True, behavior="UserLocal"),
     _currency(13),
     *_system_cols(30),
 )))

@@ -40,7 +40,8 @@ class _OrderToCash(_Recorder):
             return
         self._wait(1.5, self.owner)
         self._update(order, A_SUBMIT, self.owner, (
-            ("statecode", 1), ("statuscode", 3), ("submitdate", self.t)), "Order Submitted")
+            ("statecode", 1), ("statuscode", 3), ("submitdate", self._local_midnight(self.t, self.owner))),
+            "Order Submitted")
         if r.random() < 0.04:
             self._cancel_order(order)
             return
@@ -48,8 +49,9 @@ class _OrderToCash(_Recorder):
         if r.random() < 0.85:
             self._wait(6.0, self.owner)
             self._update(order, A_FULFILL, self.owner, (
-                ("statecode", 3), ("statuscode", 100001), ("datefulfilled", self.t)), "Order Fulfilled")
-            delivered = self._local_day(self.t, self.owner)
+                ("statecode", 3), ("statuscode", 100001), ("datefulfilled", self._local_midnight(self.t, self.owner))),
+                "Order Fulfilled")
+            delivered = self._local_midnight(self.t, self.owner)  # UserLocal, Format DateOnly: a local midnight
         elif r.random() < 0.5:
             return  # submitted, never invoiced (yet)
         total = order[2]["totalamount"]

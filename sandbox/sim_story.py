@@ -152,7 +152,7 @@ class _Planner(_OrderToCash):
             "originatingleadid": self.lead[1] if self.lead else None, "statecode": 0, "statuscode": 1,
             "salesstage": 0, "stepname": _STEPS[0],
             "estimatedvalue": None if r.random() < 0.03 else value,  # null amounts on purpose
-            "estimatedclosedate": self._local_midnight(self.t + int(r.uniform(20, 120) * _DAY), user),
+            "estimatedclosedate": self._local_day(self.t + int(r.uniform(20, 120) * _DAY), user),
             "closeprobability": _STAGE_PROB[0], "discountpercentage": r.choice((None, 0.0)),
             "transactioncurrencyid": org.acc_cur[self.acc],
         }, user, self.owner, "Opportunity Created", txn)
@@ -199,9 +199,9 @@ class _Planner(_OrderToCash):
         self._wait(8.0, self.owner)
         if r.random() < 0.12:
             return self._lose()
-        if r.random() < 0.2:  # the close date slips (whole days: it stays the creator's local midnight)
+        if r.random() < 0.2:  # the close date slips by whole days
             self._update(self.opp, A_UPDATE, self.owner, (
-                ("estimatedclosedate", st["estimatedclosedate"] + r.randint(7, 45) * _DAY),))
+                ("estimatedclosedate", st["estimatedclosedate"] + r.randint(7, 45)),))
         self._stage(3)
         self._wait(10.0, self.owner)
         if r.random() < 0.64:
@@ -216,7 +216,7 @@ class _Planner(_OrderToCash):
         # LoseOpportunity closes the opportunity's active quotes in the same transaction and second.
         self._update(self.opp, A_LOSE, self.owner, (
             ("statecode", 2), ("statuscode", 5 if r.random() < 0.7 else 4),
-            ("actualclosedate", self._local_midnight(self.t, self.owner)), ("closeprobability", 0)),
+            ("actualclosedate", self._local_day(self.t, self.owner)), ("closeprobability", 0)),
             "Opportunity Lost")
         for q in self.quotes:
             if q[4] and q[2]["statecode"] == 1:
@@ -287,9 +287,10 @@ class _Planner(_OrderToCash):
                 self._discount(q, q[2]["discountpercentage"])
         if not (discounted and r.random() < 0.25):  # else: activated in the same second as the discount
             self._wait(0.3, self.owner)
-        day = self._local_day(self.t, self.owner)
+        # UserLocal date-only columns entered in the form: the owner's local midnight, in UTC.
+        midnight = self._local_midnight(self.t, self.owner)
         self._update(q, A_ACTIVATE, self.owner, (
-            ("statecode", 1), ("statuscode", 2), ("effectivefrom", day), ("effectiveto", day + 30)),
+            ("statecode", 1), ("statuscode", 2), ("effectivefrom", midnight), ("effectiveto", midnight + 30 * _DAY)),
             "Quote Activated")
 
     def _discount(self, q: list[Any], previous: float | None = None) -> None:
@@ -341,7 +342,7 @@ class _Planner(_OrderToCash):
             self._soon(self.owner)
         self._update(self.opp, A_WIN, self.owner, (
             ("statecode", 1), ("statuscode", 3), ("actualvalue", quote[2]["totalamount"]),
-            ("actualclosedate", self._local_midnight(self.t, self.owner)), ("closeprobability", 100)),
+            ("actualclosedate", self._local_day(self.t, self.owner)), ("closeprobability", 100)),
             "Opportunity Won", txn if same else -1)
         if r.random() < 0.95:
             self._order(quote)

@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from sandbox import corrupt, odata, paging
 from sandbox.batch import handle_batch
 from sandbox.entra import InvalidToken
-from sandbox.metadata import attribute_rows, entity_rows, metadata_table, query_metadata
+from sandbox.metadata import ATTRIBUTE, ENTITY, Addressed, attribute_cast, attribute_rows, entity_rows, query_metadata
 from sandbox.odata import ODataError
 from sandbox.protection import Throttled
 from sandbox.schema import TABLES, Table
@@ -36,8 +36,11 @@ API_PREFIX = "/api/data/v9.2/"
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ROW_PATH = re.compile(rf"^(?P<set>[a-z_]+)\((?P<id>{GUID})\)$")
 AUDIT_DETAILS = re.compile(rf"^audits\((?P<id>{GUID})\)/Microsoft\.Dynamics\.CRM\.RetrieveAuditDetails(\(\))?$")
-ENTITY_DEF = re.compile(r"^EntityDefinitions\((LogicalName='(?P<name>[a-z_]+)'|(?P<mid>" + GUID + r"))\)"
-                        r"(?P<attrs>/Attributes)?$")
+_KEY = r"\((?:LogicalName='{name}'|{mid})\)"
+ENTITY_DEF = re.compile(
+    "^EntityDefinitions" + _KEY.format(name="(?P<name>[a-z_]+)", mid=f"(?P<mid>{GUID})")
+    + "(?:(?P<attrs>/Attributes)(?:" + _KEY.format(name="(?P<attr>[a-z_0-9]+)", mid=f"(?P<attr_mid>{GUID})")
+    + ")?(?:/(?P<cast>[A-Za-z.]+))?)?$")
 CHANGE_HISTORY = re.compile(r"^RetrieveRecordChangeHistory\((?P<args>[^)]*)\)$")
 TARGET = re.compile(rf"^(?P<set>[a-z_]+)\((?P<id>{GUID})\)$")
 
@@ -49,6 +52,18 @@ PRV_AUDIT_SUMMARY = "prvReadAuditSummary"
 PRV_RECORD_HISTORY = "prvReadRecordAuditHistory"
 PRIVILEGE_IDS = {PRV_AUDIT_SUMMARY: "b5f2ba4d-0f4f-4b41-bb63-9c7b1c24a7a1",
                  PRV_RECORD_HISTORY: "d4a2bc2a-2d7f-4bc3-9d3c-7f3e2cbb4e0e"}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the Web API received it (a `$batch` part too), and the status it was answered."""
+
+    method: str
+    path: str  # percent-encoded, from the API root (`/api/data/v9.2/...`)
+    query: str  # raw, percent-encoded
+    prefer: str | None
+    status: int
+    in_batch: bool = False
 
 
 @dataclass
@@ -70,6 +85,13 @@ class WebApi:
         self.protection = protection
         self.counts: Counter[str] = Counter()  # requests per route kind, for tests and benchmarks
         self._count_lock = threading.Lock()
+        self.seen: list[Seen] | None = None  # a list here records every request (tests of l2c's request shapes)
+
+    def record(self, request: Request, status: int, *, in_batch: bool = False) -> None:
+        if self.seen is not None:
+            with self._count_lock:
+                self.seen.append(Seen(request.method, request.path, request.query, request.headers.get("Prefer"),
+                                      status, in_batch))
 
     def count(self, key: str, n: int = 1) -> None:
         with self._count_lock:
@@ -104,6 +126,7 @@ class WebApi:
         response.headers.append(("Date", format_datetime(store.clock.astimezone(UTC), usegmt=True)))
         response.headers.append(("OData-Version", "4.0"))
         response.headers.append(("REQ_ID", str(uuid.uuid4())))
+        self.record(request, response.status)
         return response
 
     # --- routing -----------------------------------------------------------------------------------------
@@ -127,7 +150,7 @@ class WebApi:
         if path == "WhoAmI" or path == "WhoAmI()":
             return self._whoami(store)
         if path == "EntityDefinitions":
-            return self._metadata(store, "EntityDefinitions", entity_rows(store), params, prefer)
+            return self._metadata(Addressed(ENTITY, False, "EntityDefinitions"), entity_rows(store), params, prefer)
         match = ENTITY_DEF.match(path)
         if match:
             return self._entity_definition(store, match, params, prefer)
@@ -172,25 +195,41 @@ class WebApi:
             "OrganizationId": meta.organization_id,
         })
 
-    def _metadata(self, store: Store, context: str, rows: list[dict[str, Any]],
-                  params: list[tuple[str, str]], prefer: str | None) -> Response:
-        kind = "attribute" if context.endswith("Attributes") else "entity"
-        value = query_metadata(metadata_table(kind), rows, params, prefer)
-        return json_response(200, {"@odata.context": f"{self.base}/$metadata#{context}", "value": value})
+    def _metadata(self, addressed: Addressed, rows: list[dict[str, Any]], params: list[tuple[str, str]],
+                  prefer: str | None) -> Response:
+        value, context = query_metadata(addressed, rows, params, prefer)
+        if not addressed.single:
+            return json_response(200, {"@odata.context": f"{self.base}/$metadata#{context}", "value": value})
+        if not value:  # the one row addressed is not of the cast's type
+            raise ODataError(404, "0x80060888", "Resource not found for the segment 'Attributes'.")
+        return json_response(200, {"@odata.context": f"{self.base}/$metadata#{context}", **value[0]})
 
     def _entity_definition(self, store: Store, match: re.Match[str], params: list[tuple[str, str]],
                            prefer: str | None) -> Response:
+        """`EntityDefinitions(<key>)`, its `/Attributes` (optionally one of them, by LogicalName or MetadataId)
+        and a cast of either to a derived AttributeMetadata type ([PD] webapi/query-metadata-web-api.md)."""
         rows = entity_rows(store)
         name, mid = match.group("name"), match.group("mid")
         found = [r for r in rows if (name and r["LogicalName"] == name) or (mid and r["MetadataId"] == mid)]
         if not found:
             raise ODataError(404, "0x80060888", f"Could not find entity with key '{name or mid}'.")
         logical = found[0]["LogicalName"]
-        if match.group("attrs"):
-            context = f"EntityDefinitions('{logical}')/Attributes"
-            return self._metadata(store, context, attribute_rows(TABLES[logical]), params, prefer)
-        value = query_metadata(metadata_table("entity"), found, params, prefer)[0]
-        return json_response(200, {"@odata.context": f"{self.base}/$metadata#EntityDefinitions/$entity", **value})
+        key = f"('{logical}')" if name else f"({mid})"
+        if not match.group("attrs"):
+            if match.group("cast"):
+                raise ODataError(404, "0x80060888", f"Resource not found for the segment '{match.group('cast')}'.")
+            return self._metadata(Addressed(ENTITY, True, "EntityDefinitions"), found, params, prefer)
+        cast = attribute_cast(match.group("cast"))
+        attributes = attribute_rows(TABLES[logical])
+        context = f"EntityDefinitions{key}/Attributes"
+        one, one_mid = match.group("attr"), match.group("attr_mid")
+        if one or one_mid:
+            attributes = [a for a in attributes if a["LogicalName"] == one or a["MetadataId"] == one_mid]
+            if not attributes:
+                raise ODataError(404, "0x80060888", f"Could not find attribute with key '{one or one_mid}'.")
+        if cast != ATTRIBUTE:
+            context += f"/Microsoft.Dynamics.CRM.{cast}"
+        return self._metadata(Addressed(cast, bool(one or one_mid), context), attributes, params, prefer)
 
     def _count(self, store: Store, entity_set: str, params: list[tuple[str, str]],
                prefer: str | None) -> Response:

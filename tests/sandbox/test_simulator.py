@@ -396,20 +396,19 @@ def test_edge_cases_are_present(org: OrgData) -> None:
 
 
 def test_user_local_dates_are_local_midnight_in_utc(org: OrgData) -> None:
+    """A UserLocal column of Format DateOnly (quote.effectivefrom, Microsoft's quote reference) entered in a form
+    holds the owner's local midnight as a UTC instant; DateOnly-behaviour columns are calendar days."""
     users = org.rows["systemuser"].select("systemuserid", "address1_utcoffset")
-    opps = org.rows["opportunity"].join(users, left_on="_ownerid_value", right_on="systemuserid")
-    created = org.audits.filter((pl.col("objecttypecode") == "opportunity") & (pl.col("operation") == 1))
-    # the creating user owns the opportunity unless it was reassigned; check the untouched ones
-    reassigned = set(org.audits.filter(pl.col("action") == 13)["_objectid_value"])
-    opps = opps.filter(~pl.col("opportunityid").is_in(list(reassigned)))
-    opps = opps.filter(pl.col("opportunityid").is_in(created["_objectid_value"].to_list()))
-    close = opps.filter(pl.col("actualclosedate").is_not_null())
-    local = close.select(pl.col("actualclosedate") + pl.duration(minutes=pl.col("address1_utcoffset")))[
-        "actualclosedate"]
-    assert (local.dt.hour() == 0).all() and (local.dt.minute() == 0).all()
+    quotes = org.rows["quote"].join(users, left_on="_ownerid_value", right_on="systemuserid")
+    active = quotes.filter(pl.col("effectivefrom").is_not_null())
+    local = active.select(pl.col("effectivefrom") + pl.duration(minutes=pl.col("address1_utcoffset")))["effectivefrom"]
+    assert active.height > 0 and (local.dt.hour() == 0).all() and (local.dt.minute() == 0).all()
     # for reps east of UTC the stored instant falls on the previous UTC day
-    east = close.filter(pl.col("address1_utcoffset") >= 540)
-    assert east.height > 0 and (east["actualclosedate"].dt.hour() == 24 - 9).any()
+    east = active.filter(pl.col("address1_utcoffset") >= 540)
+    assert east.height > 0 and (east["effectivefrom"].dt.hour() == 24 - 9).any()
+    for table, column in (("opportunity", "estimatedclosedate"), ("opportunity", "actualclosedate"),
+                          ("quote", "closedon"), ("invoice", "duedate")):
+        assert org.rows[table].schema[column] == pl.Date, (table, column)
 
 
 def test_users_and_static_records(org: OrgData) -> None:

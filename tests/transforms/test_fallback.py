@@ -27,17 +27,19 @@ from tests.connector.test_extract import settings_for
 from transforms.events import EVENT_SCHEMA
 from transforms.snapshot import UNDATED_REASON, combine, primary_key, undated_deletions
 
-# Every event of a record some run saw, at its exact time: createdon (by createdby), or a full DateTime column.
+# Every event of a record some run saw, at its exact time: createdon (by createdby).
 EXACT = {
     "Lead Captured": "createdon", "Opportunity Created": "createdon", "Quote Created": "createdon",
     "Sales Order Created": "createdon", "Invoice Created": "createdon",
-    "Order Submitted": "submitdate", "Order Fulfilled": "datefulfilled",
 }
-# Exact when seen between two runs; otherwise the latest occurrence from a date-only column: the day only.
+# Exact when seen between two runs; otherwise the latest occurrence from a date-only column: the day only
+# (DateTimeBehavior and Format of each from Microsoft's table reference, sandbox/schema.py).
 DAY_PRECISION = {
-    "Opportunity Won": "actualclosedate (the user's local midnight)",
-    "Opportunity Lost": "actualclosedate (the user's local midnight)",
-    "Quote Accepted": "closedon (a calendar day)", "Quote Closed": "closedon (a calendar day)",
+    "Opportunity Won": "actualclosedate (DateOnly: a calendar day)",
+    "Opportunity Lost": "actualclosedate (DateOnly: a calendar day)",
+    "Quote Accepted": "closedon (DateOnly: a calendar day)", "Quote Closed": "closedon (DateOnly: a calendar day)",
+    "Order Submitted": "submitdate (UserLocal, Format DateOnly: the user's local midnight)",
+    "Order Fulfilled": "datefulfilled (UserLocal, Format DateOnly: the user's local midnight)",
 }
 # No date column records them: only a change between two runs shows them (exact when it was the row's only
 # change in that interval; else dated by the row's last change). History before the first run is lost.
