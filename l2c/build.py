@@ -43,6 +43,8 @@ from connector.lake import (
     temp_beside,
 )
 from connector.lock import RunLock
+from connector.metadata import user_local_dates
+from connector.state import StateStore
 from l2c.analysis import analysis_tables
 from l2c.build_state import (
     TransformState,
@@ -110,6 +112,7 @@ class LakeInputs:
     audit: pl.LazyFrame
     details: pl.LazyFrame
     history: dict[str, pl.LazyFrame]  # every landed version of each rule's table
+    notes: dict[str, pl.LazyFrame] = field(default_factory=dict)  # per table, values landed converted (quality)
 
     def events(self, objects: pl.LazyFrame | None = None, how: Among = "semi") -> pl.LazyFrame:
         """The events of all three paths, each fact once; only those of `objects` (object_type, object_id)
@@ -136,8 +139,10 @@ def read_lake(settings: Settings) -> LakeInputs:
     deletes = audit.filter(pl.col("operation") == OP_DELETE).select("auditid")
     landed = {name: lake.scan(name).filter(pl.col("_op") == "upsert").drop(*LINEAGE, ROW, strict=False)
               for name in PRIMARY_KEYS if lake.has_rows(name)}
+    notes = {name: lake.scan_notes(name) for name in (*PRIMARY_KEYS, "audit") if lake.pages(name, ("notes",))}
     return LakeInputs(records, details.join(deletes, on="auditid", how="semi"), landed,
-                      {rule.name for rule in rules if rule.trigger == "created"}, rules, audit, details, history)
+                      {rule.name for rule in rules if rule.trigger == "created"}, rules, audit, details, history,
+                      notes)
 
 
 @contextmanager
@@ -215,7 +220,9 @@ def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_P
             mode, recomputed = "full", case_count
         issues = quality.quality_issues(pl.scan_parquet(out["event_log"]), inputs.records, orphans,
                                         keys=PRIMARY_KEYS, landed=inputs.landed, audit=inputs.audit,
-                                        details=inputs.details, created_activities=inputs.created_activities)
+                                        details=inputs.details, created_activities=inputs.created_activities,
+                                        user_local_dates=user_local_dates(StateStore(data_dir).directory),
+                                        notes=inputs.notes)
         _load_duckdb(out["database"], out["event_log"], out["cases"], users_path,
                      {**analysis_tables(inputs.records), "quality_issues": issues})
     counts = quality.counts(issues)

@@ -12,7 +12,8 @@ sets it), but an export, a proxy or a plug-in can; a choice value without a labe
 option is deleted from the org ([PD] multi-select-picklist.md: "users can manually delete an option in their
 environment"), and then the FormattedValue annotation has nothing to show (inferred: no response found);
 an audit `action` outside the documented list ([PD] reference/entities/audit.md) is what a newer platform
-release or a custom message writes.
+release or a custom message writes. `renamed-users` is not malformed: a lookup's FormattedValue is the target's
+name when the row is read ([PD] webapi/query/select-columns.md), so a rename relabels rows without new versions.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ FORMATTED = "@OData.Community.Display.V1.FormattedValue"
 UNKNOWN_STATE, UNKNOWN_STATUS, UNKNOWN_ACTION = 9, 99, 9999
 BAD_TIMESTAMP, BAD_DATE = "not a date", "2025-02-30T25:61:00Z"
 UNPARSEABLE_STAGE, UNKNOWN_COLUMN = "Develop?", "new_nosuchcolumn"
+RENAMED = " (renamed)"
 # Names that break a $filter (or SQL, or CSV) built by string concatenation.
 QUOTED_NAMES = ("O'Brien \"&\" Sons", "'; DROP TABLE account; --", "50% off_[sale] \\ 'x'' #1 + ?=&")
 
@@ -49,6 +51,10 @@ KINDS: dict[str, str] = {
     "broken-detail": f"RetrieveAuditDetails of {COUNT} other salesstage changes: OldValue and NewValue are not "
                      "objects",
     "quoted-names": f"{COUNT} accounts named {', '.join(QUOTED_NAMES)} (in every lookup label too)",
+    "other-date-shapes": f"estimatedclosedate (DateOnly) served as a UTC midnight timestamp on {COUNT} opportunities, "
+                         f"submitdate (UserLocal) as a bare date on {COUNT} sales orders",
+    "renamed-users": f"{COUNT} users renamed: every lookup label that points at them ends in {RENAMED!r}, with no "
+                     "new row version (a FormattedValue is computed when the row is read)",
 }
 
 # kind -> [(table, which rows of that table qualify, how many qualifying rows to skip)]; audit rows in version
@@ -67,6 +73,10 @@ _PICKS: dict[str, list[_Pick]] = {
     # Details the rules read (a salesstage change), so the extract asks for them; not the bad-detail ones.
     "broken-detail": [("audit", _OPPORTUNITY_UPDATE & pl.col("_new").str.contains('"salesstage"'), COUNT)],
     "quoted-names": [("account", None, 0)],
+    "other-date-shapes": [("opportunity", pl.col("estimatedclosedate").is_not_null(), 0),
+                          ("salesorder", pl.col("submitdate").is_not_null(), 0)],
+    # Sales reps who own records (users with a title), not the system or integration users.
+    "renamed-users": [("systemuser", pl.col("title").is_not_null(), 0)],
 }
 assert set(_PICKS) == set(KINDS)
 _lock = threading.Lock()
@@ -122,6 +132,11 @@ def rows(kinds: frozenset[str], store: Store, table: Table, value: list[dict[str
         for entity in out:
             for key in [k for k in entity if k.endswith(FORMATTED) and entity.get(k[:-len(FORMATTED)]) in names]:
                 entity[key] = names[entity[key[:-len(FORMATTED)]]]
+    if "renamed-users" in kinds:  # labels only: the users' own rows are not served renamed
+        renamed = set(targets(store, "renamed-users")["systemuser"])
+        for entity in out:
+            for key in [k for k in entity if k.endswith(FORMATTED) and entity.get(k[:-len(FORMATTED)]) in renamed]:
+                entity[key] = str(entity[key]) + RENAMED
     if "shuffled-audit" in kinds and name == "audit":
         out.reverse()
     return out
@@ -168,9 +183,18 @@ def _quoted_name(table: str, entity: dict[str, Any], index: int) -> None:
     _set(entity, "name", QUOTED_NAMES[index % len(QUOTED_NAMES)])
 
 
+def _other_date_shape(table: str, entity: dict[str, Any], index: int) -> None:
+    """A DateOnly value as a timestamp, a UserLocal one as a bare date: what a client whose metadata is stale (a
+    behaviour changed since, [PD] behavior-format-date-time-attribute.md) or wrong receives."""
+    column = "estimatedclosedate" if table == "opportunity" else "submitdate"
+    value = entity.get(column)
+    if isinstance(value, str):
+        entity[column] = value + "T00:00:00Z" if table == "opportunity" else value[:10]
+
+
 # Kinds that edit a record's values; duplicate-audit, shuffled-audit (whole entities or pages) and the detail
 # kinds are handled by `rows` and `detail` themselves.
 _ROW_EDITS: dict[str, Callable[[str, dict[str, Any], int], None]] = {
     "null-timestamps": _null_timestamps, "unparseable": _unparseable, "unknown-choice": _unknown_choice,
-    "unknown-action": _unknown_action, "quoted-names": _quoted_name,
+    "unknown-action": _unknown_action, "quoted-names": _quoted_name, "other-date-shapes": _other_date_shape,
 }

@@ -7,8 +7,9 @@ invoice whose events link to no opportunity (they are kept out of the log); `dat
 (warning) a UserLocal DateOnly value that is a user's local midnight stored in UTC, not UTC midnight, so
 reading it as a UTC date gives another day than the user entered; `unreadable_audit` (warning) an audit row
 whose action code the org's metadata does not know, or audit details whose old/new values do not parse: no
-rule can read them, so an event they would give is missing. Pure polars; `case_id` is filled where the
-object is in the log.
+rule can read them, so an event they would give is missing; `metadata_value_mismatch` (warning) a DateTime value
+served in another shape than the column's metadata says (a date in a timestamp column or the reverse), landed
+converted (connector/rows.py notes it). Pure polars; `case_id` is filled where the object is in the log.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ CHECKS = {  # check -> (severity, how the run summary counts it)
     "orphan_record": ("error", "orphan quotes/orders/invoices (no opportunity)"),
     "dateonly_timezone_shift": ("warning", "DateOnly values shifted by time zone"),
     "unreadable_audit": ("warning", "audit rows no rule can read"),
+    "metadata_value_mismatch": ("warning", "values whose shape disagrees with the column's metadata"),
 }
-# DateOnly columns with DateTimeBehavior "UserLocal": stored as the entering user's local midnight in UTC.
-USER_LOCAL_DATES = {"opportunity": ("estimatedclosedate", "actualclosedate")}
 _DAY_MS = 86_400_000
 
 
@@ -78,7 +78,9 @@ def duplicate_versions(landed: Mapping[str, pl.LazyFrame], keys: Mapping[str, st
         if table not in keys or "_version" not in names:
             continue
         pk = keys[table]
-        content = [c for c in names if c not in (pk, "_version")]
+        # A FormattedValue (`__label`) is computed when the row is read: a renamed user or option relabels every
+        # row that points at it without a new version ([PD] webapi/query/select-columns.md, formatted values).
+        content = [c for c in names if c not in (pk, "_version") and not c.endswith("__label")]
         clashes = (frame.with_columns(pl.struct(content).hash().alias("_content"))
                    .group_by(pk, "_version").agg(pl.col("_content").n_unique().alias("contents"))
                    .filter(pl.col("contents") > 1))
@@ -147,12 +149,25 @@ def unreadable_audit(audit: pl.LazyFrame, details: pl.LazyFrame, case_map: pl.La
                    "unreadable_audit")
 
 
+def metadata_mismatches(notes: Mapping[str, pl.LazyFrame], case_map: pl.LazyFrame) -> pl.LazyFrame:
+    """One finding per landed note (connector.rows.notes_frame), per table: `object_id`, `note`."""
+    parts = [frame.select(pl.lit(table).alias("object_type"), "object_id", pl.col("note").alias("detail"))
+             for table, frame in notes.items()]
+    if not parts:
+        return pl.LazyFrame(schema=ISSUE_SCHEMA)
+    found = pl.concat(parts).unique().join(case_map, on=["object_type", "object_id"], how="left")
+    return _issues(found, "metadata_value_mismatch")
+
+
 def quality_issues(event_log: pl.DataFrame | pl.LazyFrame, records: Mapping[str, pl.LazyFrame],
                    orphans: pl.DataFrame, *, keys: Mapping[str, str], created_activities: Collection[str],
                    landed: Mapping[str, pl.LazyFrame] | None = None,
                    audit: pl.LazyFrame | None = None, details: pl.LazyFrame | None = None,
-                   user_local_dates: Mapping[str, tuple[str, ...]] = USER_LOCAL_DATES) -> pl.DataFrame:
-    """Every finding of every check, sorted by check, object type, object id."""
+                   user_local_dates: Mapping[str, tuple[str, ...]] | None = None,
+                   notes: Mapping[str, pl.LazyFrame] | None = None) -> pl.DataFrame:
+    """Every finding of every check, sorted by check, object type, object id. `user_local_dates`: per table,
+    its DateOnly-format columns of behaviour UserLocal (from the org's metadata); `notes`: per table, the
+    landed notes of values converted from another shape."""
     log = event_log.lazy()
     case_map = log.select("object_type", "object_id", "case_id").unique(["object_type", "object_id"])
     parts = [
@@ -160,7 +175,8 @@ def quality_issues(event_log: pl.DataFrame | pl.LazyFrame, records: Mapping[str,
         missing_timestamps(log, records, keys, case_map),
         duplicate_versions(landed or {}, keys, case_map),
         orphan_records(orphans),
-        dateonly_shifts(records, keys, case_map, user_local_dates),
+        dateonly_shifts(records, keys, case_map, user_local_dates or {}),
+        metadata_mismatches(notes or {}, case_map),
     ]
     if audit is not None and details is not None:
         parts.append(unreadable_audit(audit, details, case_map))

@@ -287,3 +287,34 @@ def test_names_with_quotes_land_exactly_and_reach_the_database(served: Outcome) 
             assert con.execute("select count(*) from accounts where account = ?", [name]).fetchone() == (1,), name
             found = con.execute("select count(*) from cases where account = ?", [name]).fetchone()
             assert found is not None and found[0] > 0, name
+
+
+def test_dates_in_the_other_shape_than_their_metadata_land_converted_and_are_reported(served: Outcome) -> None:
+    """A DateOnly value served as a timestamp, or a timestamp column's value as a bare date (stale or wrong
+    metadata): nothing valid is quarantined for its shape; the quality report names each record."""
+    spoiled = served.targets["other-date-shapes"]
+    org_opps = served.org.rows["opportunity"].filter(pl.col("opportunityid").is_in(spoiled["opportunity"]))
+    opps = Lake(served.data).current("opportunity", "opportunityid").filter(
+        pl.col("opportunityid").is_in(spoiled["opportunity"]))
+    assert opps.select("opportunityid", "estimatedclosedate").sort("opportunityid").equals(
+        org_opps.select("opportunityid", "estimatedclosedate").sort("opportunityid"))  # the same calendar days
+    orders = Lake(served.data).current("salesorder", "salesorderid").filter(
+        pl.col("salesorderid").is_in(spoiled["salesorder"]))
+    org_orders = served.org.rows["salesorder"].filter(pl.col("salesorderid").is_in(spoiled["salesorder"]))
+    assert orders.select("salesorderid", "submitdate").sort("salesorderid").equals(
+        org_orders.select("salesorderid", pl.col("submitdate").dt.truncate("1d")).sort("salesorderid"))
+    assert not set(served.quarantined("opportunity", "opportunityid")) & set(spoiled["opportunity"])
+    found = served.issues("metadata_value_mismatch")
+    assert sorted(found.get_column("object_id")) == sorted(spoiled["opportunity"] + spoiled["salesorder"])
+    assert set(found.get_column("severity")) == {"warning"}
+    assert found.filter(pl.col("object_type") == "opportunity").get_column("detail").str.contains(
+        "estimatedclosedate = .* is a full timestamp, but the column's metadata says DateOnly").all()
+
+
+def test_a_renamed_users_labels_land_as_served(served: Outcome) -> None:
+    renamed = served.targets["renamed-users"]["systemuser"]
+    opps = Lake(served.data).current("opportunity", "opportunityid")
+    theirs = opps.filter(pl.col("_ownerid_value").is_in(renamed))
+    assert theirs.height > 0 and theirs.get_column("_ownerid_value__label").str.ends_with(corrupt.RENAMED).all()
+    others = opps.filter(~pl.col("_ownerid_value").is_in(renamed))
+    assert not others.get_column("_ownerid_value__label").str.ends_with(corrupt.RENAMED).any()

@@ -34,9 +34,11 @@ def outputs(data_dir: Path) -> dict[str, pl.DataFrame]:
 
 
 def full_rebuild(sandbox: Sandbox, data_dir: Path, scratch: Path) -> dict[str, pl.DataFrame]:
-    """A from-scratch transform of a copy of the same lake (no transform state)."""
+    """A from-scratch transform of a copy of the same lake and org metadata (no transform state)."""
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(data_dir / "raw", scratch / "raw")
+    (scratch / "state").mkdir()  # the columns' date behaviours, which the quality report reads
+    shutil.copy2(data_dir / "state" / "metadata.json", scratch / "state" / "metadata.json")
     result = transform(settings_for(sandbox, scratch))
     assert result.mode == "full" and result.reason == "no previous build"
     return outputs(scratch)
