@@ -38,7 +38,7 @@ from connector.tls import trusting_session
 from l2c.errors import AuthError, ConfigError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
 from sandbox.runtime import Sandbox
 from sandbox.schema import TABLES
-from sandbox.wire import Request, Response
+from sandbox.wire import Headers, Request, Response
 
 ENTITY_SETS = sorted(t.entity_set for t in TABLES.values())
 PAGE_SIZE = 250  # audits (~1150 rows) take five pages; every other set one
@@ -350,6 +350,35 @@ def test_throttled_and_failed_parts_alone_are_sent_again_after_retry_after(
     assert [n for _, n in posts] == [6, 2]  # parts 2 and 5 only
     assert posts[1][0] - throttled_at[0] >= 1.0  # Retry-After of a part holds back the next request
     assert client.stats()["throttled"]["429s"] == 1 and client.stats()["throttled"]["5xx"] == 1
+
+
+def test_a_batch_stopped_at_a_failing_part_is_read_part_by_part_and_the_rest_sent_at_once(
+        http_sandbox: Sandbox, http_client: Callable[..., Any]) -> None:
+    """An org that does not honour `Prefer: odata.continue-on-error` stops at the first failing part and answers
+    the batch with that part's status ([PD] webapi/execute-batch-operations-using-web-api.md, "Handling
+    errors"): an outer 4xx multipart. Its parts stand; the parts after the failure are sent again at once."""
+    client = http_client()
+    ids = audit_ids(client, 4)
+    missing = ["00000000-0000-0000-0000-00000000000" + n for n in "12"]
+    urls = [DETAILS.format(a) for a in (ids[0], missing[0], ids[1], ids[2], missing[1], ids[3])]
+    expected = client.batch_get(urls)
+    assert [r.status for r in expected] == [200, 404, 200, 200, 404, 200]
+    outer: list[tuple[int, int]] = []  # (parts sent, outer status) of every $batch
+
+    def ignore_continue_on_error(app: Callable[[Request], Response], request: Request) -> Response:
+        if not request.path.endswith("/$batch"):
+            return app(request)
+        headers = Headers([(k, v) for k, v in request.headers.items() if k.lower() != "prefer"])
+        response = app(Request(request.method, request.path, request.query, headers, request.body, request.client))
+        outer.append((request.body.count(b"\r\nGET "), response.status))
+        return response
+
+    with wrapped_app(http_sandbox, ignore_continue_on_error):
+        replies = client.batch_get(urls, kind="stopping")
+    assert outer == [(6, 404), (4, 404), (1, 200)]  # the sandbox stopped twice, as Dataverse would
+    assert [(r.status, r.json, r.url) for r in replies] == [(r.status, r.json, r.url) for r in expected]
+    stats = client.stats()["stopping"]
+    assert stats["retries"] == 0 and stats["requests"] == 3 and stats["parts"] == 6
 
 
 @pytest.mark.parametrize("fault", ["p_503", "p_truncate", "p_drop"])
