@@ -82,14 +82,16 @@ def handle_batch(api: WebApi, request: Request, user: str) -> Response:
     for part in parts:
         if b"multipart/mixed" in part.split(b"\r\n\r\n", 1)[0]:
             raise ODataError(400, "0x80048d19", "Change sets are not supported: the sandbox org is read-only.")
+        inner_prefer = None
         try:
             inner = parse_inner(part, API_PREFIX)
+            inner_prefer = inner.headers.get("Prefer")
             if inner.method != "GET":
                 raise ODataError(405, "0x80060888", "The sandbox org is read-only: only GET requests may be "
                                  "batched.")
             response = api.dispatch(inner, user)
         except ODataError as exc:
-            response = error_response(exc.status, exc.code, exc.message)
+            response = error_response(exc.status, exc.code, exc.message, inner_prefer)
         chunks.append(_render_part(out_boundary, response))
         if response.status >= 400 and not keep_going:
             status = response.status

@@ -19,19 +19,24 @@ from sandbox.odata_filter import column_kind, filter_expr, guid_key, sqlserver_g
 from sandbox.odata_parse import GUID_RE, _Parser, parse_date, parse_datetime, parse_filter
 from sandbox.schema import Table
 
-__all__ = ["ANNOTATIONS", "CRM_CODE", "CT_OPTIONS", "GUID_RE", "KNOWN_OPTIONS", "MAX_PAGE_SIZE", "ODATA_CODE",
-           "UNSUPPORTED_OPTIONS", "AnnotationFilter", "ODataError", "ParsedQuery", "Prefer", "column_kind",
-           "filter_expr", "guid_key", "parse_date", "parse_datetime", "parse_filter", "parse_orderby",
-           "parse_prefer", "parse_query", "parse_select", "sqlserver_guid_key"]
+__all__ = ["ANNOTATIONS", "CRM_CODE", "CT_OPTIONS", "ERROR_ANNOTATIONS", "GUID_RE", "KNOWN_OPTIONS", "MAX_PAGE_SIZE",
+           "ODATA_CODE", "UNSUPPORTED_OPTIONS", "AnnotationFilter", "ODataError", "ParsedQuery", "Prefer",
+           "column_kind", "error_annotations", "filter_expr", "guid_key", "parse_date", "parse_datetime",
+           "parse_filter", "parse_orderby", "parse_prefer", "parse_query", "parse_select", "sqlserver_guid_key"]
 
 MAX_PAGE_SIZE = 5000  # [PD] webapi/query/page-results.md
 CT_OPTIONS = ("$filter", "$orderby", "$expand", "$top")  # [PD] use-change-tracking-synchronize-data-...md
 UNSUPPORTED_OPTIONS = ("$expand", "$apply", "fetchXml", "savedQuery", "userQuery")
 KNOWN_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$skip", "$count", "$skiptoken",
                            "$deltatoken", *UNSUPPORTED_OPTIONS})
+CDS = "Microsoft.PowerApps.CDS"
+# The annotations that add details to an error body ([PD] webapi/compose-http-requests-handle-errors.md,
+# "Request annotations" and "Include more details with errors").
+ERROR_ANNOTATIONS = tuple(f"{CDS}.{name}" for name in (
+    "ErrorDetails.OperationStatus", "ErrorDetails.SubErrorCode", "HelpLink", "TraceText", "InnerError.Message"))
 ANNOTATIONS = ("OData.Community.Display.V1.FormattedValue", *(f"Microsoft.Dynamics.CRM.{name}" for name in (
     "lookuplogicalname", "associatednavigationproperty", "totalrecordcount", "totalrecordcountlimitexceeded",
-    "fetchxmlpagingcookie", "morerecords")))
+    "fetchxmlpagingcookie", "morerecords")), *ERROR_ANNOTATIONS)
 
 
 # --- $select, $orderby, $top, $count ---------------------------------------------------------------------
@@ -171,6 +176,34 @@ def _check_annotation_pattern(pattern: str) -> None:
     if "*" in segments[:-1]:
         _fail(f"{prefix} supported pattern to match an annotation. '*' must be the last segment of the "
               "pattern.")
+
+
+def error_annotations(code: str, message: str, prefer_header: str | None) -> dict[str, str]:
+    """The details an error body carries inside `error` when the request's Prefer asks for them: "When a request
+    includes the `Prefer: odata.include-annotations="*"` header, the response includes all the annotations that
+    include more details about errors and a URL that may direct you to specific guidance for the error" ([PD]
+    webapi/compose-http-requests-handle-errors.md, "Include more details with errors"; its example is shared
+    payload 12). A Prefer the request itself is refused for asks for nothing."""
+    try:
+        wanted = parse_prefer(prefer_header).annotations
+    except ODataError:
+        return {}
+    number = int(code, 16) if re.fullmatch(r"0x[0-9a-fA-F]{1,8}", code) else 0
+    values = {
+        # The doc's example comes from a plug-in's InvalidPluginExecutionException(OperationStatus.Canceled, 12345,
+        # ...): "1" and "12345". The sandbox runs no plug-ins; for a platform error, inferred: Failed (0) and the
+        # error code itself as the signed HRESULT the SDK's fault carries.
+        f"{CDS}.ErrorDetails.OperationStatus": "0",
+        f"{CDS}.ErrorDetails.SubErrorCode": str(number - (1 << 32) if number >= 1 << 31 else number),
+        # The doc's form, with this error's code: "...&error=Microsoft.Crm.CrmException%3a80040265&client=platform".
+        f"{CDS}.HelpLink": "http://go.microsoft.com/fwlink/?LinkID=398563&error=Microsoft.Crm.CrmException"
+                           f"%3a{code.removeprefix('0x')}&client=platform",
+        # "Content written to the Plug-in trace log": no plug-in ran, so nothing was traced (inferred).
+        f"{CDS}.TraceText": "",
+        # "This message should be the same as the error message except in certain special cases".
+        f"{CDS}.InnerError.Message": message,
+    }
+    return {f"@{term}": value for term, value in values.items() if wanted.includes(term)}
 
 
 # --- the whole request -----------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class WebApi:
             self.count("throttled")
             return exc.response
         except ODataError as exc:
-            response = error_response(exc.status, exc.code, exc.message)
+            response = error_response(exc.status, exc.code, exc.message, request.headers.get("Prefer"))
         response.headers.extend(self.protection.headers(user))
         store = self.store_ref()
         response.headers.append(("Date", format_datetime(store.clock.astimezone(UTC), usegmt=True)))
@@ -392,8 +392,8 @@ def alias_json(text: str) -> Any:
     return json.loads(_JSON_STRING.sub(requote, text))
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return json_response(status, {"error": {"code": code, "message": message}},
-                         content_type="application/json; charset=utf-8")
+def error_response(status: int, code: str, message: str, prefer: str | None = None) -> Response:
+    error = {"code": code, "message": message, **odata.error_annotations(code, message, prefer)}
+    return json_response(status, {"error": error}, content_type="application/json; charset=utf-8")
 
 

@@ -267,6 +267,39 @@ def test_other_4xx_is_request_rejected_with_status_and_code(http_client: Callabl
 
 
 
+ALL_ANNOTATIONS = ['odata.include-annotations="*"']
+HELP_LINK = "@Microsoft.PowerApps.CDS.HelpLink"
+
+
+def test_error_annotations_do_not_change_what_the_status_policy_reads(http_sandbox: Sandbox,
+                                                                      http_client: Callable[..., Any]) -> None:
+    """With `Prefer: odata.include-annotations="*"` Dataverse's error bodies carry ErrorDetails.*, HelpLink,
+    TraceText and InnerError.Message inside `error` ([PD] webapi/compose-http-requests-handle-errors.md): the
+    code, the message and the exit class stay those of the plain body, and no annotation leaks into the text."""
+    client = http_client()
+    bodies: list[dict[str, Any]] = []
+
+    def record(app: Callable[[Request], Response], request: Request) -> Response:
+        response = app(request)
+        if response.status >= 400:
+            bodies.append(json.loads(response.body)["error"])
+        return response
+
+    with wrapped_app(http_sandbox, record):
+        with pytest.raises(RequestRejected) as rejected:
+            client.get("leads?$skip=1", prefer=ALL_ANNOTATIONS)
+        http_sandbox.options.withdrawn_privileges.add("prvReadAuditSummary")
+        with pytest.raises(PermissionDenied) as denied:
+            client.get("audits", prefer=ALL_ANNOTATIONS, kind="audit")
+    assert all(HELP_LINK in body for body in bodies) and len(bodies) == 2  # the sandbox did annotate them
+    assert (rejected.value.status, rejected.value.code, rejected.value.exit_code) == (400, "0x80060888", 1)
+    assert "Skip Clause is not supported in CRM" in str(rejected.value)
+    assert denied.value.exit_code == 3 and denied.value.context["code"] == "0x80040220"
+    assert "prvReadAuditSummary" in denied.value.message
+    for error in (rejected.value, denied.value):
+        assert "go.microsoft.com" not in str(error) and "CrmException" not in str(error)
+
+
 def test_an_expired_token_is_replaced_once_transparently(http_sandbox: Sandbox,
                                                          http_client: Callable[..., Any]) -> None:
     client = http_client()
@@ -463,6 +496,15 @@ def error_body(code: str, message: str) -> bytes:
     (400, {"REQ_ID": "r-1"}, error_body("0x80072491", "Entity lead isn't enabled for change tracking."),
      RequestRejected, "request_id=r-1"),
     (404, {}, error_body("0x80060888", "Resource not found for the segment 'x'."), RequestRejected, "segment 'x'"),
+    (400, {}, json.dumps({"error": {  # [PD] webapi/compose-http-requests-handle-errors.md (shared payload 12)
+        "code": "0x80040265", "message": "Example Error Message.",
+        "@Microsoft.PowerApps.CDS.ErrorDetails.OperationStatus": "1",
+        "@Microsoft.PowerApps.CDS.ErrorDetails.SubErrorCode": "12345",
+        "@Microsoft.PowerApps.CDS.HelpLink": "http://go.microsoft.com/fwlink/?LinkID=398563&error=Microsoft.Crm."
+                                             "CrmException%3a80040265&client=platform",
+        "@Microsoft.PowerApps.CDS.TraceText": "\r\n[MyNamespace: MyNamespace.MyClass ]\r\n",
+        "@Microsoft.PowerApps.CDS.InnerError.Message": "Example Error Message."}}).encode(),
+     RequestRejected, "Example Error Message."),
     (409, {}, b"not json", RequestRejected, "status=409"),
     (501, {}, b"", SourceUnavailable, "HTTP 501"),
     (302, {"Location": "https://elsewhere/"}, b"", SourceUnavailable, "HTTP 302"),
