@@ -87,6 +87,8 @@ class WebApi:
             user = self.authenticate(request)
         except InvalidToken as exc:
             return exc.response
+        except ODataError as exc:  # a valid token whose principal the org refuses (403, sandbox/runtime.py)
+            return self._stamped(error_response(exc.status, exc.code, exc.message, request.headers.get("Prefer")))
         return self.admitted(request, user)
 
     def admitted(self, request: Request, user: str) -> Response:
@@ -100,6 +102,9 @@ class WebApi:
         except ODataError as exc:
             response = error_response(exc.status, exc.code, exc.message, request.headers.get("Prefer"))
         response.headers.extend(self.protection.headers(user))
+        return self._stamped(response)
+
+    def _stamped(self, response: Response) -> Response:
         store = self.store_ref()
         response.headers.append(("Date", format_datetime(store.clock.astimezone(UTC), usegmt=True)))
         response.headers.append(("OData-Version", "4.0"))

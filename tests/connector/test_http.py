@@ -252,6 +252,22 @@ def test_withdrawn_privilege_is_permission_denied(http_sandbox: Sandbox, http_cl
     assert "prvReadAuditSummary" in info.value.message and info.value.context["status"] == 403
 
 
+@pytest.mark.parametrize(("refusal", "code"), [("not_member", "0x80072560"), ("api_restricted", "0x80095ffc")])
+def test_an_app_the_org_refuses_is_permission_denied(http_sandbox: Sandbox, http_client: Callable[..., Any],
+                                                     refusal: str, code: str) -> None:
+    """A signed-in app with no application user in the org, or whose Dataverse API access the admin restricted,
+    gets 403 on every request (sandbox/runtime.py cites the real bodies): exit class 3, no retry."""
+    client = http_client()
+    client.sign_in()
+    setattr(http_sandbox.options, refusal, True)
+    for call in (lambda: client.get("WhoAmI"), lambda: client.batch_get(["WhoAmI"])):
+        with pytest.raises(PermissionDenied) as info:
+            call()
+        assert info.value.exit_code == 3
+        assert (info.value.context["status"], info.value.context["code"]) == (403, code)
+    assert client.stats()["other"]["retries"] == 0 and client.stats()["batch"]["retries"] == 0
+
+
 @pytest.mark.parametrize(("path", "status", "code"), [
     ("leads?$skip=10", 400, "0x80060888"),
     ("leads?$select=nosuchcolumn", 400, "0x0"),
