@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import uuid
@@ -335,6 +336,7 @@ def test_prefer_header(header: str | None, page_size: int, track: bool, applied:
 
 
 LEAD, AUDIT = TABLES["lead"], TABLES["audit"]
+UNTRACKED = dataclasses.replace(LEAD, change_tracking=False)  # a table whose ChangeTrackingEnabled is false
 NOT_FOUND = "Could not find a property named '{}' on type 'Microsoft.Dynamics.CRM.{}'."
 CT = "The \"{}\" query parameter isn't supported when Change Tracking is enabled."
 ERRORS: list[tuple[Table, list[tuple[str, str]], str | None, int, str, str]] = [
@@ -363,7 +365,7 @@ ERRORS: list[tuple[Table, list[tuple[str, str]], str | None, int, str, str]] = [
     (LEAD, [("$expand", "parentaccountid")], "odata.track-changes", 400, "0x80060888", CT.format("$expand")),
     (LEAD, [("$top", "5"), ("$deltatoken", "1%2101%2f01%2f2024%2000%3a00%3a00")], None, 400, "0x80060888",
      CT.format("$top")),
-    (AUDIT, [], "odata.track-changes", 400, "0x80072491", "Entity audit isn't enabled for change tracking."),
+    (UNTRACKED, [], "odata.track-changes", 400, "0x80072491", "Entity lead isn't enabled for change tracking."),
     (LEAD, [("$expand", "parentaccountid")], None, 400, "0x80060888",
      "The query option $expand is not supported by the sandbox."),
     (LEAD, [("$apply", "groupby((statecode))")], None, 400, "0x80060888",
