@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
@@ -44,7 +44,7 @@ DETAILS = "audit_details"
 # promise and loses nothing: audit rows are only inserted ([PD] reference/entities/audit.md lists no Update
 # message), and the watermark's overlap and auditid de-duplication cover rows committed late. So the audit stream
 # never sends `Prefer: odata.track-changes`, and this does not depend on the org's metadata.
-AUDIT_READ_MODE = "watermark"
+AUDIT_READ_MODE: Final = "watermark"
 AUDIT_COLUMNS = ["auditid", "createdon", "operation", "action", "objecttypecode", "objectid", "userid",
                  "callinguserid", "attributemask", "transactionid"]
 OP_UPDATE, OP_DELETE = 2, 3
