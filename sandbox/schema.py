@@ -29,11 +29,27 @@ class Column:
     # read back as a full UTC timestamp (so a day can shift); "DateOnly" ones read back as YYYY-MM-DD.
     behavior: str = "UserLocal"
     audited: bool = True
+    navigations: tuple[str, ...] | None = None  # single-valued navigation properties, when not the rule's
 
     @property
     def api_name(self) -> str:
         """The property name in Web API JSON and in `$select`."""
         return f"_{self.name}_value" if self.type in LOOKUP_TYPES else self.name
+
+    @property
+    def navigation(self) -> tuple[str, ...]:
+        """The single-valued navigation properties a lookup's `_<name>_value` belongs to ([PD]
+        webapi/web-api-navigation-properties.md): "In most cases the `<name>` found in the lookup property will
+        match the name of the navigation property, except in the case of multi-table lookups", which have one
+        per table, e.g. `customerid_account` and `customerid_contact` (a Customer lookup is an account or a
+        contact). An Owner lookup has one, `ownerid`, to the owning principal."""
+        if self.navigations is not None or not self.is_lookup:
+            return self.navigations or ()
+        if self.type == "Customer":
+            return (f"{self.name}_account", f"{self.name}_contact")
+        if self.type == "Lookup" and len(self.targets) > 1:
+            return tuple(f"{self.name}_{target}" for target in self.targets)
+        return (self.name,)
 
     @property
     def is_lookup(self) -> bool:
@@ -322,12 +338,15 @@ _add(Table("audit", "audits", "auditid", None, 4567, (
     Column("operation", "Picklist", 3, options=AUDIT_OPERATIONS),
     Column("action", "Picklist", 4, options=AUDIT_ACTIONS),
     Column("objecttypecode", "EntityName", 5),
+    # [PD] reference/entities/audit.md: the audit table's only many-to-one relationships are lk_audit_userid and
+    # lk_audit_callinguserid (objectid and regardingobjectid list no Targets), so those two lookups have no
+    # navigation property.
     Column("objectid", "Lookup", 6, targets=("lead", "opportunity", "quote", "salesorder", "invoice",
-                                              "account", "systemuser")),
+                                              "account", "systemuser"), navigations=()),
     Column("userid", "Lookup", 7, targets=("systemuser",)),
     Column("callinguserid", "Lookup", 8, targets=("systemuser",)),
     Column("regardingobjectid", "Lookup", 9, targets=("lead", "opportunity", "quote", "salesorder",
-                                                       "invoice", "account")),
+                                                       "invoice", "account"), navigations=()),
     Column("attributemask", "Memo", 10),
     Column("transactionid", "Uniqueidentifier", 11),
     Column("useradditionalinfo", "String", 12),

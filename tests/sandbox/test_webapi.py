@@ -88,6 +88,12 @@ def test_next_link_carries_the_documented_paging_cookie(api_client: ApiClient) -
     ("audits?$select=changedata", 400, ("0x0",),
      "Could not find a property named 'changedata' on type 'Microsoft.Dynamics.CRM.audit'."),
     ("x", 404, ("0x80060888", "0x8006088a"), "Resource not found for the segment 'x'."),
+    ("opportunities?$expand=parentaccountid($select=name),nosuch", 400, ("0x0",),
+     "Could not find a property named 'nosuch' on type 'Microsoft.Dynamics.CRM.opportunity'."),
+    ("leads?$expand=fullname", 400, ("0x0",), "Property 'fullname' on type 'Microsoft.Dynamics.CRM.lead' is not a "
+     "navigation property or complex property. Only navigation properties can be expanded."),
+    ("opportunities?$expand=parentaccountid($select=name)", 400, ("0x80060888",),
+     "The query option $expand is not supported by the sandbox."),
 ])
 def test_errors_have_dataverses_codes_and_messages(api_client: ApiClient, target: str, status: int,
                                                   codes: tuple[str, ...], message: str) -> None:
