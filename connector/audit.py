@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
@@ -38,6 +38,13 @@ log = logging.getLogger("l2c.audit")
 
 AUDIT = "audit"
 DETAILS = "audit_details"
+# How audit rows are read, whatever EntityDefinitions says of the audit table's ChangeTrackingEnabled: the docs
+# list Audit among the system tables with change tracking on ([PD] use-change-tracking-synchronize-data-external-
+# systems.md) but show no tracked read of `audits` nor what it would answer. A createdon watermark needs no such
+# promise and loses nothing: audit rows are only inserted ([PD] reference/entities/audit.md lists no Update
+# message), and the watermark's overlap and auditid de-duplication cover rows committed late. So the audit stream
+# never sends `Prefer: odata.track-changes`, and this does not depend on the org's metadata.
+AUDIT_READ_MODE: Final = "watermark"
 AUDIT_COLUMNS = ["auditid", "createdon", "operation", "action", "objecttypecode", "objectid", "userid",
                  "callinguserid", "attributemask", "transactionid"]
 OP_UPDATE, OP_DELETE = 2, 3
@@ -126,7 +133,7 @@ class _Reader:
                 self.result.pages += 1
                 self.result.quarantined += len(bad)
             state = self.states.load(state_name)
-            state.mode = "watermark"
+            state.mode = AUDIT_READ_MODE
             if page.next_link:
                 state.resume = {"stream": stream, "next_link": stored_link(page.next_link) or "",
                                 "page_no": page.number + 1, "started_at": state_time(signpost)}
@@ -216,7 +223,7 @@ def _backfill(reader: _Reader, since: datetime | None, max_ranges: int) -> None:
         for index in range(count):
             plan = reader.states.load(_range_name(index))
             start = bounds[index]
-            plan.mode, plan.watermark = "watermark", state_time(start) if start is not None else None
+            plan.mode, plan.watermark = AUDIT_READ_MODE, state_time(start) if start is not None else None
             plan.resume, plan.last_success = None, None
             # The last range has no upper bound: rows written while the run pages are read now, not lost.
             plan.signpost = state_time(bounds[index + 1]) if index + 1 < count else None
@@ -242,7 +249,7 @@ def _backfill(reader: _Reader, since: datetime | None, max_ranges: int) -> None:
         for future in [pool.submit(run, i, plan) for i, plan in enumerate(plans)]:
             future.result()
     state = reader.states.load(AUDIT)
-    state.mode, state.watermark, state.last_success = "watermark", state.signpost, state.signpost
+    state.mode, state.watermark, state.last_success = AUDIT_READ_MODE, state.signpost, state.signpost
     state.signpost, state.resume = None, None
     reader.states.save(state)
     for index in range(len(plans)):

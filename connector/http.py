@@ -332,7 +332,14 @@ class DataverseClient:
         endpoint = self.base + "$batch"
 
         def attempt() -> list[Reply]:
-            pending = [i for i, r in enumerate(results) if r is None]
+            while True:
+                pending = [i for i, r in enumerate(results) if r is None]
+                if not pending or not send(pending):
+                    return [r for r in results if r is not None]
+
+        def send(pending: list[int]) -> bool:
+            """One $batch of the pending parts; True when the org stopped at a part that failed for good and the
+            parts after it, never run, are to be sent at once. Raises _Retry when an attempt may succeed."""
             boundary = f"batch_{uuid.uuid4()}"
             # continue-on-error: without it Dataverse stops at the first failing part (4xx included).
             headers = {"Content-Type": f'multipart/mixed; boundary="{boundary}"', "Prefer": "odata.continue-on-error"}
@@ -342,6 +349,9 @@ class DataverseClient:
             if not content_type.lower().startswith("multipart/mixed"):
                 validate_response(response.status_code, response.headers, response.content, endpoint)
                 raise _Retry(f"a $batch answer of type {content_type or 'none'!r}", status=response.status_code)
+            # A multipart answer is read part by part whatever its outer status: a batch that stopped at a failing
+            # part answers with that part's status ([PD] webapi/execute-batch-operations-using-web-api.md,
+            # "Handling errors": "The batch error represents the error of the first failing request").
             try:
                 parts = parse_batch(content_type, response.content)
             except ValueError as exc:
@@ -350,7 +360,7 @@ class DataverseClient:
                 raise SourceUnavailable(f"Dataverse answered {len(parts)} parts to a $batch of {len(pending)}",
                                         hint="report this; the batch cannot be matched to its requests",
                                         url=redact(endpoint))
-            self._count(kind, parts=len(pending))
+            self._count(kind, parts=len(parts))
             date = server_date(_header_values(response, "Date"))
             failure: _Retry | None = None
             for index, (status, part_headers, part_body) in zip(pending, parts, strict=False):
@@ -366,11 +376,16 @@ class DataverseClient:
                 results[index] = Reply(status, part_headers, _decode(part_headers, part_body),
                                        server_date([part_headers["Date"]]) if "Date" in part_headers else date,
                                        elapsed, url)
-            if failure is None and len(parts) < len(pending):
-                failure = _Retry(f"a $batch answer with {len(parts)} of {len(pending)} parts")
             if failure is not None:
                 raise failure
-            return [r for r in results if r is not None]
+            if len(parts) == len(pending):
+                return False
+            last = results[pending[len(parts) - 1]] if parts else None
+            if last is not None and last.status >= 400:
+                # The org stopped at that part (continue-on-error not honoured): the rest never ran, which is no
+                # fault to back off from.
+                return True
+            raise _Retry(f"a $batch answer with {len(parts)} of {len(pending)} parts")
 
         return self._call(kind, endpoint, attempt)
 

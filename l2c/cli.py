@@ -160,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="withdraw prvReadAuditSummary and prvReadRecordAuditHistory (audit -> 403)")
     serve.add_argument("--no-change-tracking", action="append", default=[], metavar="TABLE",
                        help="turn change tracking off for a table (repeatable)")
+    serve.add_argument("--not-member", action="store_true",
+                       help="the app has no application user in the org (every Web API request -> 403 0x80072560)")
+    serve.add_argument("--api-restricted", action="store_true",
+                       help="the admin restricted Dataverse API access for the app (every Web API request -> 403 "
+                       "0x80095ffc)")
     serve.add_argument("--token-lifetime", type=int, default=3599, help="access token lifetime in seconds")
     serve.add_argument("--corrupt", action="append", default=[], choices=list(CORRUPT_KINDS), metavar="KIND",
                        help="serve malformed data for a few named records (repeatable): " + ", ".join(CORRUPT_KINDS))

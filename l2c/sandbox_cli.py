@@ -81,6 +81,8 @@ def serve(args: argparse.Namespace) -> int:
         throttle_retry_after=args.retry_after,
         withdrawn_privileges={PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY} if args.no_audit_read else set(),
         change_tracking_off=set(args.no_change_tracking),
+        not_member=args.not_member,
+        api_restricted=args.api_restricted,
         token_lifetime=args.token_lifetime,
         corrupt=frozenset(args.corrupt),
     )

@@ -1,7 +1,9 @@
 """`POST $batch`: multipart/mixed GET requests answered in one multipart/mixed response.
 
 Format per [PD] webapi/execute-batch-operations-using-web-api.md: parts of Content-Type application/http,
-each an HTTP request line, headers, blank line; at most 1000 requests per batch. Service protection counts
+each an HTTP request line, headers, blank line; at most 1000 requests per batch. Without `Prefer:
+odata.continue-on-error` the batch stops at the first failing part and answers with that part's status
+("Handling errors"); with it, every part runs and the batch answers 200 OK. Service protection counts
 the batch as one request but its whole execution time ([PD] api-limits.md: "A batch can contain up to 1000
 operations and will avoid the number of requests limit. However, you will need to be prepared for the
 execution time limit."), which is why the outer request is the only one admitted.
@@ -68,29 +70,38 @@ def handle_batch(api: WebApi, request: Request, user: str) -> Response:
                          f"limit of {api.options.max_batch}.")
     out_boundary = f"batchresponse_{uuid.uuid4()}"
     chunks: list[bytes] = []
-    # Without `Prefer: odata.continue-on-error` Dataverse stops at the first failing part
-    # ([PD] webapi/execute-batch-operations-using-web-api.md, "Handling errors").
-    keep_going = "odata.continue-on-error" in request.headers.get("Prefer", "")
+    # [PD] webapi/execute-batch-operations-using-web-api.md, "Handling errors": "When an error occurs for a
+    # request within a batch, the error for that request will be returned for the batch request and more
+    # requests won't be processed", and "The batch error represents the error of the first failing request"
+    # (its example answers `HTTP/1.1 400 BadRequest` around the failing part). "You can use the `Prefer:
+    # odata.continue-on-error` request header to specify that more requests be processed when errors occur. The
+    # batch request will return `200 OK`". The doc's failing part is the first; that the parts answered before
+    # it stay in the body is inferred (they ran, and the ExecuteMultiple the doc equates $batch with returns them).
+    keep_going = "odata.continue-on-error" in request.headers.get("Prefer", "").lower()
+    status = 200
     for part in parts:
         if b"multipart/mixed" in part.split(b"\r\n\r\n", 1)[0]:
             raise ODataError(400, "0x80048d19", "Change sets are not supported: the sandbox org is read-only.")
         inner: Request | None = None
+        inner_prefer = None
         try:
             inner = parse_inner(part, API_PREFIX)
+            inner_prefer = inner.headers.get("Prefer")
             if inner.method != "GET":
                 raise ODataError(405, "0x80060888", "The sandbox org is read-only: only GET requests may be "
                                  "batched.")
             response = api.dispatch(inner, user)
         except ODataError as exc:
-            response = error_response(exc.status, exc.code, exc.message)
+            response = error_response(exc.status, exc.code, exc.message, inner_prefer)
         if inner is not None:
             api.record(inner, response.status, in_batch=True)
         chunks.append(_render_part(out_boundary, response))
         if response.status >= 400 and not keep_going:
+            status = response.status
             break
     body = b"".join(chunks) + f"--{out_boundary}--\r\n".encode()
     api.stats_operations(len(parts))
-    return Response(200, [("Content-Type", f"multipart/mixed; boundary={out_boundary}")], body)
+    return Response(status, [("Content-Type", f"multipart/mixed; boundary={out_boundary}")], body)
 
 
 def _render_part(boundary: str, response: Response) -> bytes:

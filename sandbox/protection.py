@@ -173,7 +173,8 @@ class Protection:
         if state.in_flight >= limits.concurrent:
             return ThrottleEvent(user_id, now, limits.concurrency_retry_after_s, CONCURRENCY_CODE)
         if len(state.arrivals) >= limits.requests:
-            # Free once enough arrivals leave the window for one more request to fit.
+            # Retry-After is "the duration before any new requests from the user can be processed" ([PD]
+            # api-limits.md, "Retry operations"): until enough arrivals leave the window for one more to fit.
             oldest = state.arrivals[len(state.arrivals) - limits.requests]
             return ThrottleEvent(user_id, now, _seconds(oldest + limits.window_s - now), REQUESTS_CODE)
         if state.execution_ms >= limits.execution_ms:

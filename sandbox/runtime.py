@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sandbox import corrupt, entra, protection, server, tls
 from sandbox.app import SandboxApp
+from sandbox.odata import ODataError
 from sandbox.orgdata import BASE_CLOCK, OrgData
 from sandbox.simulator import simulate
 from sandbox.store import Store
@@ -68,6 +69,12 @@ class SandboxOptions:
     withdrawn_privileges: set[str] = field(default_factory=set)
     change_tracking_off: set[str] = field(default_factory=set)
     token_lifetime: int = 3599
+    # Other environments of the tenant: Entra issues tokens for them too; this org answers such a token 401.
+    other_org_urls: tuple[str, ...] = ()
+    # A signed-in application user this org still refuses with 403 on every Web API request: no application user
+    # for the app in this environment, or the admin restricted Dataverse API access for its application id.
+    not_member: bool = False
+    api_restricted: bool = False
     expire_change_tracking_days: int = 7
     corrupt: frozenset[str] = frozenset()  # kinds of sandbox/corrupt.py: malformed data for a few records
 
@@ -124,6 +131,7 @@ class Sandbox:
             user_id=self.org.meta.app_user_id,
         ))
         self.entra = entra.Entra(registry, tenant_id=TENANT_ID, base_url=url,
+                                 resources=(url, *self.options.other_org_urls) if self.options.other_org_urls else None,
                                  token_lifetime=self.options.token_lifetime)
         self.webapi = WebApi(
             lambda: self.store,
@@ -140,8 +148,19 @@ class Sandbox:
         raise RuntimeError("sandbox app not wired yet")
 
     def _authenticate(self, request) -> str:  # noqa: ANN001
+        """The application user of a valid token for this org; InvalidToken (401) or ODataError (403)."""
         assert self.entra is not None
-        return self.entra.authenticate_api_request(request, resource=self.url)
+        claims = self.entra.verify_access_token(request.headers.get("Authorization"), self.url)
+        if self.options.not_member:
+            # Real: `{"error":{"code":"0x80072560","message":"The user is not a member of the organization."}}`,
+            # "(403) Forbidden" (MicrosoftDocs/dynamics-365-unified-operations-public articles/fin-ops-core/dev-itpro/
+            # data-entities/dual-write/dual-write-troubleshooting-live-sync.md): the app has no application user here.
+            raise ODataError(403, "0x80072560", "The user is not a member of the organization.")
+        if self.options.api_restricted:
+            # Real, captured: microsoft/PowerPlatform-DataverseServiceClient#528 (shared payload 18).
+            raise ODataError(403, "0x80095ffc", "Access to Dataverse API is restricted for this application Id : "
+                             f"'{claims['appid']}'. Please contact your administrator for more information.")
+        return str(claims["oid"])
 
     def stop(self) -> None:
         if self.server is not None:

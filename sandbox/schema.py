@@ -31,11 +31,27 @@ class Column:
     # Microsoft's table reference (MicrosoftDocs/dynamics-365-customer-engagement ce/developer/reference/entities).
     behavior: str = "UserLocal"
     audited: bool = True
+    navigations: tuple[str, ...] | None = None  # single-valued navigation properties, when not the rule's
 
     @property
     def api_name(self) -> str:
         """The property name in Web API JSON and in `$select`."""
         return f"_{self.name}_value" if self.type in LOOKUP_TYPES else self.name
+
+    @property
+    def navigation(self) -> tuple[str, ...]:
+        """The single-valued navigation properties a lookup's `_<name>_value` belongs to ([PD]
+        webapi/web-api-navigation-properties.md): "In most cases the `<name>` found in the lookup property will
+        match the name of the navigation property, except in the case of multi-table lookups", which have one
+        per table, e.g. `customerid_account` and `customerid_contact` (a Customer lookup is an account or a
+        contact). An Owner lookup has one, `ownerid`, to the owning principal."""
+        if self.navigations is not None or not self.is_lookup:
+            return self.navigations or ()
+        if self.type == "Customer":
+            return (f"{self.name}_account", f"{self.name}_contact")
+        if self.type == "Lookup" and len(self.targets) > 1:
+            return tuple(f"{self.name}_{target}" for target in self.targets)
+        return (self.name,)
 
     @property
     def is_lookup(self) -> bool:
@@ -51,6 +67,8 @@ class Table:
     object_type_code: int
     columns: tuple[Column, ...]
     change_tracking: bool = True
+    # False: a tracked read is refused even with change tracking on, as the docs show none (sandbox/store.py).
+    delta_documented: bool = True
     audit: bool = True
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -326,16 +344,22 @@ _add(Table("audit", "audits", "auditid", None, 4567, (
     Column("operation", "Picklist", 3, options=AUDIT_OPERATIONS),
     Column("action", "Picklist", 4, options=AUDIT_ACTIONS),
     Column("objecttypecode", "EntityName", 5),
+    # [PD] reference/entities/audit.md: the audit table's only many-to-one relationships are lk_audit_userid and
+    # lk_audit_callinguserid (objectid and regardingobjectid list no Targets), so those two lookups have no
+    # navigation property.
     Column("objectid", "Lookup", 6, targets=("lead", "opportunity", "quote", "salesorder", "invoice",
-                                              "account", "systemuser")),
+                                              "account", "systemuser"), navigations=()),
     Column("userid", "Lookup", 7, targets=("systemuser",)),
     Column("callinguserid", "Lookup", 8, targets=("systemuser",)),
     Column("regardingobjectid", "Lookup", 9, targets=("lead", "opportunity", "quote", "salesorder",
-                                                       "invoice", "account")),
+                                                       "invoice", "account"), navigations=()),
     Column("attributemask", "Memo", 10),
     Column("transactionid", "Uniqueidentifier", 11),
     Column("useradditionalinfo", "String", 12),
-), change_tracking=False, audit=False))
+# "There are system tables with change tracking enabled, for example Auditing (Audit)" ([PD]
+# use-change-tracking-synchronize-data-external-systems.md, "Enable change tracking for a table"); what a tracked
+# read of `audits` answers is documented nowhere, hence delta_documented=False.
+), change_tracking=True, delta_documented=False, audit=False))
 
 # DisplayName of each table: what an EntityName column's FormattedValue shows, e.g. audit.objecttypecode
 # "Contact" for contact ([PD] auditing/retrieve-audit-data.md; names from reference/entities/*.md titles).

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from sandbox import paging
-from sandbox.odata import ODataError
+from sandbox.odata import CRM_CODE, ODataError
 from sandbox.orgdata import OrgData
 from sandbox.schema import CHOICE_TYPES, DISPLAY_NAMES, ENTITY_SETS, TABLES, Column, Table
 
@@ -147,6 +147,10 @@ class Store:
     def check_tracking(self, table: Table) -> None:
         if not table.change_tracking or table.logical_name in self.change_tracking_off:
             raise ODataError(400, CT_DISABLED, f"Entity {table.logical_name} isn't enabled for change tracking.")
+        if not table.delta_documented:
+            # Inferred: the docs say change tracking is on (EntityDefinitions agrees) but show no tracked read of
+            # this table, so the sandbox refuses one as it refuses any option it does not emulate.
+            raise ODataError(400, CRM_CODE, f"Change tracking of {table.entity_set} is not supported by the sandbox.")
 
     def delta_version(self) -> int:
         return self.org.max_version

@@ -109,6 +109,9 @@ class WebApi:
             user = self.authenticate(request)
         except InvalidToken as exc:
             return exc.response
+        except ODataError as exc:  # a valid token whose principal the org refuses (403, sandbox/runtime.py)
+            self.record(request, exc.status)
+            return self._stamped(error_response(exc.status, exc.code, exc.message, request.headers.get("Prefer")))
         return self.admitted(request, user)
 
     def admitted(self, request: Request, user: str) -> Response:
@@ -120,13 +123,16 @@ class WebApi:
             self.count("throttled")
             return exc.response
         except ODataError as exc:
-            response = error_response(exc.status, exc.code, exc.message)
+            response = error_response(exc.status, exc.code, exc.message, request.headers.get("Prefer"))
+        self.record(request, response.status)
         response.headers.extend(self.protection.headers(user))
+        return self._stamped(response)
+
+    def _stamped(self, response: Response) -> Response:
         store = self.store_ref()
         response.headers.append(("Date", format_datetime(store.clock.astimezone(UTC), usegmt=True)))
         response.headers.append(("OData-Version", "4.0"))
         response.headers.append(("REQ_ID", str(uuid.uuid4())))
-        self.record(request, response.status)
         return response
 
     # --- routing -----------------------------------------------------------------------------------------
@@ -431,8 +437,8 @@ def alias_json(text: str) -> Any:
     return json.loads(_JSON_STRING.sub(requote, text))
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return json_response(status, {"error": {"code": code, "message": message}},
-                         content_type="application/json; charset=utf-8")
+def error_response(status: int, code: str, message: str, prefer: str | None = None) -> Response:
+    error = {"code": code, "message": message, **odata.error_annotations(code, message, prefer)}
+    return json_response(status, {"error": error}, content_type="application/json; charset=utf-8")
 
 

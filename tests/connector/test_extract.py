@@ -6,6 +6,7 @@ Expected values come from the simulator's OrgData (the org's own record), never 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -255,3 +256,44 @@ def test_a_table_without_change_tracking_gets_its_deletions_from_the_audit(tmp_p
         assert result.exit_code == 0, result.errors
         assert result.audit is not None and sum(result.audit.deletions.values()) == gone.height
         assert_lake_matches_org(Lake(tmp_path / "data"), sandbox)
+
+
+def test_audit_is_read_by_its_watermark_whatever_the_metadata_says_of_change_tracking(tmp_path: Path) -> None:
+    """The docs list Audit among the system tables with change tracking on, the sandbox can say either; l2c reads
+    audit by its createdon watermark in both cases (connector/audit.py AUDIT_READ_MODE): the same rows land and
+    no request ever asks `audits` for a tracked read (nor a $batch part)."""
+    landed: dict[bool, pl.DataFrame] = {}
+    for tracked in (True, False):
+        options = SandboxOptions(change_tracking_off=set() if tracked else {"audit"})
+        with Sandbox(tmp_path / f"sb-{tracked}", OrgState(seed=3, leads=300), options) as sandbox:
+            assert sandbox.server is not None
+            real = sandbox.server.app
+            seen: list[tuple[str, str, bytes]] = []
+            said: list[bool] = []  # what EntityDefinitions told the connector about audit
+
+            def record(request: Any, real: Any = real, seen: list[Any] = seen, said: list[bool] = said) -> Any:
+                seen.append((request.path, request.headers.get("Prefer", ""), request.body))
+                response = real(request)
+                if request.path.endswith("/EntityDefinitions") and response.status == 200:
+                    said += [row["ChangeTrackingEnabled"] for row in json.loads(response.body)["value"]
+                             if row["LogicalName"] == "audit"]
+                return response
+
+            sandbox.server.app = record
+            data = tmp_path / f"data-{tracked}"
+            assert extract(settings_for(sandbox, data)).exit_code == 0
+            sandbox.advance(2)
+            result = extract(settings_for(sandbox, data))
+            assert result.exit_code == 0, result.errors
+            assert result.audit is not None and result.audit.rows > 0  # the incremental read found new rows
+            assert said == [tracked]
+            audit_reads = [prefer for path, prefer, _ in seen if "/api/data/v9.2/audits" in path]
+            assert len(audit_reads) >= 2 and not any("track-changes" in p.lower() for p in audit_reads)
+            assert not any(b"track-changes" in body for path, _, body in seen if path.endswith("/$batch"))
+            audited = [t.name for t in load_tables().audited]
+            expected = sandbox.org.audits.filter(pl.col("objecttypecode").is_in(audited)).get_column("auditid")
+            landed[tracked] = Lake(data).current("audit", "auditid").sort("auditid")
+            assert sorted(landed[tracked].get_column("auditid").to_list()) == sorted(expected.to_list())
+    bookkeeping = {"_run_id", "_extracted_at", "_stream", "_page"}  # when and by which run, not what
+    columns = [c for c in landed[True].columns if c not in bookkeeping]
+    assert "_objectid_value" in columns and landed[True].select(columns).equals(landed[False].select(columns))

@@ -38,7 +38,7 @@ from connector.tls import trusting_session
 from l2c.errors import AuthError, ConfigError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
 from sandbox.runtime import Sandbox
 from sandbox.schema import TABLES
-from sandbox.wire import Request, Response
+from sandbox.wire import Headers, Request, Response
 
 ENTITY_SETS = sorted(t.entity_set for t in TABLES.values())
 PAGE_SIZE = 250  # audits (~1150 rows) take five pages; every other set one
@@ -252,6 +252,22 @@ def test_withdrawn_privilege_is_permission_denied(http_sandbox: Sandbox, http_cl
     assert "prvReadAuditSummary" in info.value.message and info.value.context["status"] == 403
 
 
+@pytest.mark.parametrize(("refusal", "code"), [("not_member", "0x80072560"), ("api_restricted", "0x80095ffc")])
+def test_an_app_the_org_refuses_is_permission_denied(http_sandbox: Sandbox, http_client: Callable[..., Any],
+                                                     refusal: str, code: str) -> None:
+    """A signed-in app with no application user in the org, or whose Dataverse API access the admin restricted,
+    gets 403 on every request (sandbox/runtime.py cites the real bodies): exit class 3, no retry."""
+    client = http_client()
+    client.sign_in()
+    setattr(http_sandbox.options, refusal, True)
+    for call in (lambda: client.get("WhoAmI"), lambda: client.batch_get(["WhoAmI"])):
+        with pytest.raises(PermissionDenied) as info:
+            call()
+        assert info.value.exit_code == 3
+        assert (info.value.context["status"], info.value.context["code"]) == (403, code)
+    assert client.stats()["other"]["retries"] == 0 and client.stats()["batch"]["retries"] == 0
+
+
 @pytest.mark.parametrize(("path", "status", "code"), [
     ("leads?$skip=10", 400, "0x80060888"),
     ("leads?$select=nosuchcolumn", 400, "0x0"),
@@ -265,6 +281,39 @@ def test_other_4xx_is_request_rejected_with_status_and_code(http_client: Callabl
     assert (info.value.status, info.value.code) == (status, code)
     assert client.stats()["other"]["retries"] == 0
 
+
+
+ALL_ANNOTATIONS = ['odata.include-annotations="*"']
+HELP_LINK = "@Microsoft.PowerApps.CDS.HelpLink"
+
+
+def test_error_annotations_do_not_change_what_the_status_policy_reads(http_sandbox: Sandbox,
+                                                                      http_client: Callable[..., Any]) -> None:
+    """With `Prefer: odata.include-annotations="*"` Dataverse's error bodies carry ErrorDetails.*, HelpLink,
+    TraceText and InnerError.Message inside `error` ([PD] webapi/compose-http-requests-handle-errors.md): the
+    code, the message and the exit class stay those of the plain body, and no annotation leaks into the text."""
+    client = http_client()
+    bodies: list[dict[str, Any]] = []
+
+    def record(app: Callable[[Request], Response], request: Request) -> Response:
+        response = app(request)
+        if response.status >= 400:
+            bodies.append(json.loads(response.body)["error"])
+        return response
+
+    with wrapped_app(http_sandbox, record):
+        with pytest.raises(RequestRejected) as rejected:
+            client.get("leads?$skip=1", prefer=ALL_ANNOTATIONS)
+        http_sandbox.options.withdrawn_privileges.add("prvReadAuditSummary")
+        with pytest.raises(PermissionDenied) as denied:
+            client.get("audits", prefer=ALL_ANNOTATIONS, kind="audit")
+    assert all(HELP_LINK in body for body in bodies) and len(bodies) == 2  # the sandbox did annotate them
+    assert (rejected.value.status, rejected.value.code, rejected.value.exit_code) == (400, "0x80060888", 1)
+    assert "Skip Clause is not supported in CRM" in str(rejected.value)
+    assert denied.value.exit_code == 3 and denied.value.context["code"] == "0x80040220"
+    assert "prvReadAuditSummary" in denied.value.message
+    for error in (rejected.value, denied.value):
+        assert "go.microsoft.com" not in str(error) and "CrmException" not in str(error)
 
 
 def test_an_expired_token_is_replaced_once_transparently(http_sandbox: Sandbox,
@@ -352,6 +401,35 @@ def test_throttled_and_failed_parts_alone_are_sent_again_after_retry_after(
     assert client.stats()["throttled"]["429s"] == 1 and client.stats()["throttled"]["5xx"] == 1
 
 
+def test_a_batch_stopped_at_a_failing_part_is_read_part_by_part_and_the_rest_sent_at_once(
+        http_sandbox: Sandbox, http_client: Callable[..., Any]) -> None:
+    """An org that does not honour `Prefer: odata.continue-on-error` stops at the first failing part and answers
+    the batch with that part's status ([PD] webapi/execute-batch-operations-using-web-api.md, "Handling
+    errors"): an outer 4xx multipart. Its parts stand; the parts after the failure are sent again at once."""
+    client = http_client()
+    ids = audit_ids(client, 4)
+    missing = ["00000000-0000-0000-0000-00000000000" + n for n in "12"]
+    urls = [DETAILS.format(a) for a in (ids[0], missing[0], ids[1], ids[2], missing[1], ids[3])]
+    expected = client.batch_get(urls)
+    assert [r.status for r in expected] == [200, 404, 200, 200, 404, 200]
+    outer: list[tuple[int, int]] = []  # (parts sent, outer status) of every $batch
+
+    def ignore_continue_on_error(app: Callable[[Request], Response], request: Request) -> Response:
+        if not request.path.endswith("/$batch"):
+            return app(request)
+        headers = Headers([(k, v) for k, v in request.headers.items() if k.lower() != "prefer"])
+        response = app(Request(request.method, request.path, request.query, headers, request.body, request.client))
+        outer.append((request.body.count(b"\r\nGET "), response.status))
+        return response
+
+    with wrapped_app(http_sandbox, ignore_continue_on_error):
+        replies = client.batch_get(urls, kind="stopping")
+    assert outer == [(6, 404), (4, 404), (1, 200)]  # the sandbox stopped twice, as Dataverse would
+    assert [(r.status, r.json, r.url) for r in replies] == [(r.status, r.json, r.url) for r in expected]
+    stats = client.stats()["stopping"]
+    assert stats["retries"] == 0 and stats["requests"] == 3 and stats["parts"] == 6
+
+
 @pytest.mark.parametrize("fault", ["p_503", "p_truncate", "p_drop"])
 def test_batch_survives_transport_faults(http_sandbox: Sandbox, http_client: Callable[..., Any], fault: str) -> None:
     client = http_client(max_batch=5)
@@ -434,6 +512,15 @@ def error_body(code: str, message: str) -> bytes:
     (400, {"REQ_ID": "r-1"}, error_body("0x80072491", "Entity lead isn't enabled for change tracking."),
      RequestRejected, "request_id=r-1"),
     (404, {}, error_body("0x80060888", "Resource not found for the segment 'x'."), RequestRejected, "segment 'x'"),
+    (400, {}, json.dumps({"error": {  # [PD] webapi/compose-http-requests-handle-errors.md (shared payload 12)
+        "code": "0x80040265", "message": "Example Error Message.",
+        "@Microsoft.PowerApps.CDS.ErrorDetails.OperationStatus": "1",
+        "@Microsoft.PowerApps.CDS.ErrorDetails.SubErrorCode": "12345",
+        "@Microsoft.PowerApps.CDS.HelpLink": "http://go.microsoft.com/fwlink/?LinkID=398563&error=Microsoft.Crm."
+                                             "CrmException%3a80040265&client=platform",
+        "@Microsoft.PowerApps.CDS.TraceText": "\r\n[MyNamespace: MyNamespace.MyClass ]\r\n",
+        "@Microsoft.PowerApps.CDS.InnerError.Message": "Example Error Message."}}).encode(),
+     RequestRejected, "Example Error Message."),
     (409, {}, b"not json", RequestRejected, "status=409"),
     (501, {}, b"", SourceUnavailable, "HTTP 501"),
     (302, {"Location": "https://elsewhere/"}, b"", SourceUnavailable, "HTTP 302"),

@@ -106,6 +106,20 @@ def test_wrong_secret_exits_3_with_one_line_and_no_secret(served: dict[str, str]
     assert wrong not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize(("flag", "code"), [("--not-member", "0x80072560"), ("--api-restricted", "0x80095ffc")])
+def test_an_app_the_org_refuses_exits_3_with_one_line(tmp_path: Path, flag: str, code: str) -> None:
+    proc, served = _serve(tmp_path, flag)
+    try:
+        done = subprocess.run([L2C, "extract"], cwd=tmp_path, env=clean_env(tmp_path, **served),
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    assert done.returncode == 3, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("l2c: error:")]
+    assert len(errors) == 1 and code in errors[0] and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize(("env", "message"), [
     ({"DATAVERSE_URL": "http://contoso.crm.dynamics.com"}, "DATAVERSE_URL"),
     ({"L2C_MAX_CONCURRENCY": "500"}, "L2C_MAX_CONCURRENCY"),

@@ -173,12 +173,36 @@ def test_a_batch_part_fails_alone_with_continue_on_error(api_client: ApiClient, 
     audit_id = api_sandbox.org.audits.get_column("auditid")[0]
     urls = ["leads?$skip=1", DETAILS.format(audit_id)]
     skip = {"error": {"code": "0x80060888", "message": "Skip Clause is not supported in CRM"}}
-    parts = batch_parts(api_client.batch(urls, prefer="odata.continue-on-error"))
+    response = api_client.batch(urls, prefer="odata.continue-on-error")
+    assert response.status_code == 200  # "The batch request will return `200 OK`"
+    parts = batch_parts(response)
     assert parts[0] == (400, skip)
     assert parts[1][0] == 200
-    # Without the preference Dataverse stops at the first failing part
+    # Without the preference Dataverse stops at the first failing part, and "The batch error represents the
+    # error of the first failing request": the doc's answer is `HTTP/1.1 400 BadRequest` around that part alone
     # ([PD] webapi/execute-batch-operations-using-web-api.md, "Handling errors").
-    assert batch_parts(api_client.batch(urls)) == [(400, skip)]
+    stopped = api_client.batch(urls)
+    assert stopped.status_code == 400
+    assert stopped.headers["Content-Type"].startswith("multipart/mixed; boundary=batchresponse_")
+    assert batch_parts(stopped) == [(400, skip)]
+
+
+def test_a_batch_without_continue_on_error_answers_the_first_failures_status(api_client: ApiClient,
+                                                                             api_sandbox: Sandbox) -> None:
+    ids = api_sandbox.org.audits.get_column("auditid").head(3).to_list()
+    missing = "00000000-0000-0000-0000-000000000001"
+    urls = [DETAILS.format(ids[0]), DETAILS.format(ids[1]), DETAILS.format(missing), "leads?$skip=1",
+            DETAILS.format(ids[2])]
+    stopped = api_client.batch(urls)
+    assert stopped.status_code == 404  # the first failing part's status, not the later 400
+    parts = batch_parts(stopped)
+    assert [status for status, _ in parts] == [200, 200, 404]  # nothing after it ran
+    assert parts[0][1] == api_client.ok(DETAILS.format(ids[0]))
+    assert parts[2][1]["error"]["code"] == "0x80040217"
+    whole = api_client.batch(urls, prefer="odata.continue-on-error")
+    assert whole.status_code == 200
+    assert [status for status, _ in batch_parts(whole)] == [200, 200, 404, 400, 200]
+    assert batch_parts(whole)[:3] == parts
 
 
 def test_a_batch_over_1000_requests_is_refused(api_client: ApiClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import uuid
@@ -334,7 +335,11 @@ def test_prefer_header(header: str | None, page_size: int, track: bool, applied:
     assert not any(prefer.annotations.includes(t) for t in excluded)
 
 
-LEAD, AUDIT = TABLES["lead"], TABLES["audit"]
+LEAD, OPPORTUNITY, AUDIT = TABLES["lead"], TABLES["opportunity"], TABLES["audit"]
+EXPAND_UNSUPPORTED = "The query option $expand is not supported by the sandbox."
+NOT_NAVIGATION = ("Property '{}' on type 'Microsoft.Dynamics.CRM.{}' is not a navigation property or complex "
+                  "property. Only navigation properties can be expanded.")
+UNTRACKED = dataclasses.replace(LEAD, change_tracking=False)  # a table whose ChangeTrackingEnabled is false
 NOT_FOUND = "Could not find a property named '{}' on type 'Microsoft.Dynamics.CRM.{}'."
 CT = "The \"{}\" query parameter isn't supported when Change Tracking is enabled."
 ERRORS: list[tuple[Table, list[tuple[str, str]], str | None, int, str, str]] = [
@@ -363,9 +368,22 @@ ERRORS: list[tuple[Table, list[tuple[str, str]], str | None, int, str, str]] = [
     (LEAD, [("$expand", "parentaccountid")], "odata.track-changes", 400, "0x80060888", CT.format("$expand")),
     (LEAD, [("$top", "5"), ("$deltatoken", "1%2101%2f01%2f2024%2000%3a00%3a00")], None, 400, "0x80060888",
      CT.format("$top")),
-    (AUDIT, [], "odata.track-changes", 400, "0x80072491", "Entity audit isn't enabled for change tracking."),
-    (LEAD, [("$expand", "parentaccountid")], None, 400, "0x80060888",
-     "The query option $expand is not supported by the sandbox."),
+    (UNTRACKED, [], "odata.track-changes", 400, "0x80072491", "Entity lead isn't enabled for change tracking."),
+    (LEAD, [("$expand", "parentaccountid")], None, 400, "0x80060888", EXPAND_UNSUPPORTED),
+    # $expand names are bound first ([PD] webapi/web-api-navigation-properties.md: a lookup's navigation property
+    # is named as the lookup, one per table for a multi-table lookup); only then is the option refused.
+    (OPPORTUNITY, [("$expand", "customerid_account($select=name;$expand=createdby($select=fullname)),"
+                               "customerid_contact,ownerid,transactioncurrencyid,originatingleadid")],
+     None, 400, "0x80060888", EXPAND_UNSUPPORTED),
+    (AUDIT, [("$expand", "callinguserid,userid($select=fullname)")], None, 400, "0x80060888", EXPAND_UNSUPPORTED),
+    (LEAD, [("$expand", "nosuch")], None, 400, "0x0", NOT_FOUND.format("nosuch", "lead")),
+    (OPPORTUNITY, [("$expand", "parentaccountid($filter=name eq 'a,b'),customerid")], None, 400, "0x0",
+     NOT_FOUND.format("customerid", "opportunity")),  # a multi-table lookup has no navigation of its own name
+    (AUDIT, [("$expand", "changedata")], None, 400, "0x0", NOT_FOUND.format("changedata", "audit")),
+    (OPPORTUNITY, [("$expand", "name")], None, 400, "0x0", NOT_NAVIGATION.format("name", "opportunity")),
+    (OPPORTUNITY, [("$expand", "_parentaccountid_value")], None, 400, "0x0",
+     NOT_NAVIGATION.format("_parentaccountid_value", "opportunity")),
+    (LEAD, [("$select", "x"), ("$expand", "nosuch")], None, 400, "0x0", NOT_FOUND.format("x", "lead")),
     (LEAD, [("$apply", "groupby((statecode))")], None, 400, "0x80060888",
      "The query option $apply is not supported by the sandbox."),
     # syntax errors: Microsoft.OData.Core texts and positions (the first is [PD] filter-rows.md verbatim)

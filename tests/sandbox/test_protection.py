@@ -71,6 +71,22 @@ def test_request_count_limit(clock: Clock) -> None:
     assert throttled.event.retry_after == 250
 
 
+def test_retry_after_is_until_the_oldest_request_still_counted_leaves_the_window(clock: Clock) -> None:
+    """[PD] api-limits.md: the 429 gives "the duration before any new requests from the user can be processed".
+    For the request count that is when the oldest request still inside the sliding 300 s window leaves it: not
+    the whole window, and not counted from a request that already left."""
+    protection = Protection(Limits(requests=3), clock=clock)
+    for _ in range(3):  # t = 1000, 1100, 1200
+        run(protection)
+        clock.advance(100)
+    clock.advance(1)  # t = 1301: the request of t = 1000 has left the window
+    run(protection)  # counted: 1100, 1200, 1301
+    clock.advance(1)  # t = 1302
+    assert refused(protection).event.retry_after == 98  # 1100 + 300 - 1302
+    clock.advance(98)
+    run(protection)  # admitted the moment 1100 leaves
+
+
 def test_retry_after_is_whole_seconds_rounded_up(clock: Clock) -> None:
     protection = Protection(Limits(requests=1), clock=clock)
     run(protection)

@@ -88,6 +88,12 @@ def test_next_link_carries_the_documented_paging_cookie(api_client: ApiClient) -
     ("audits?$select=changedata", 400, ("0x0",),
      "Could not find a property named 'changedata' on type 'Microsoft.Dynamics.CRM.audit'."),
     ("x", 404, ("0x80060888", "0x8006088a"), "Resource not found for the segment 'x'."),
+    ("opportunities?$expand=parentaccountid($select=name),nosuch", 400, ("0x0",),
+     "Could not find a property named 'nosuch' on type 'Microsoft.Dynamics.CRM.opportunity'."),
+    ("leads?$expand=fullname", 400, ("0x0",), "Property 'fullname' on type 'Microsoft.Dynamics.CRM.lead' is not a "
+     "navigation property or complex property. Only navigation properties can be expanded."),
+    ("opportunities?$expand=parentaccountid($select=name)", 400, ("0x80060888",),
+     "The query option $expand is not supported by the sandbox."),
 ])
 def test_errors_have_dataverses_codes_and_messages(api_client: ApiClient, target: str, status: int,
                                                   codes: tuple[str, ...], message: str) -> None:
@@ -96,6 +102,33 @@ def test_errors_have_dataverses_codes_and_messages(api_client: ApiClient, target
     got_status, code, got_message = error_of(response)
     assert (got_status, got_message) == (status, message)
     assert code in codes
+
+
+CDS = "@Microsoft.PowerApps.CDS."
+
+
+def test_errors_carry_the_detail_annotations_when_asked(api_client: ApiClient) -> None:
+    """[PD] webapi/compose-http-requests-handle-errors.md, "Include more details with errors" (shared payload 12):
+    with `Prefer: odata.include-annotations="*"` the error carries ErrorDetails.*, HelpLink, TraceText and
+    InnerError.Message inside `error`, after code and message; the HelpLink has the doc's form for the code."""
+    skip = "Skip Clause is not supported in CRM"
+    body = api_client.get("leads?$skip=1", prefer='odata.include-annotations="*"').json()["error"]
+    assert list(body) == ["code", "message", CDS + "ErrorDetails.OperationStatus", CDS + "ErrorDetails.SubErrorCode",
+                          CDS + "HelpLink", CDS + "TraceText", CDS + "InnerError.Message"]
+    assert (body["code"], body["message"], body[CDS + "InnerError.Message"]) == ("0x80060888", skip, skip)
+    assert body[CDS + "HelpLink"] == ("http://go.microsoft.com/fwlink/?LinkID=398563&error=Microsoft.Crm."
+                                      "CrmException%3a80060888&client=platform")
+    assert body[CDS + "ErrorDetails.SubErrorCode"] == str(0x80060888 - 2**32)  # the code as a signed HRESULT
+    # The doc's narrower Prefer: only the help link; a 404 and a 0x0 ODataLib error carry it too.
+    only_link = 'odata.include-annotations="OData.Community.Display.V1.FormattedValue,Microsoft.PowerApps.CDS.HelpLink"'
+    for target, code in (("nosuchentities", "0x80060888"), ("leads?$select=x", "0x0")):
+        error = api_client.get(target, prefer=only_link).json()["error"]
+        assert [k for k in error if k.startswith("@")] == [CDS + "HelpLink"], target
+        assert error["code"] == code and error[CDS + "HelpLink"].endswith(f"%3a{code[2:]}&client=platform")
+    # Without the preference (or excluding the namespace) an error is just code and message.
+    assert list(api_client.get("leads?$skip=1").json()["error"]) == ["code", "message"]
+    excluded = 'odata.include-annotations="*,-Microsoft.PowerApps.CDS.*"'
+    assert list(api_client.get("leads?$skip=1", prefer=excluded).json()["error"]) == ["code", "message"]
 
 
 @pytest.mark.parametrize(("entity_set", "text", "predicate"), [

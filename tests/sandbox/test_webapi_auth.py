@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.entra import AppRegistry, Entra
 from sandbox.runtime import CLIENT_ID, TENANT_ID, OrgState, Sandbox, SandboxOptions
-from tests.sandbox.conftest import ApiClient, running_sandbox
+from tests.sandbox.conftest import ApiClient, StartSandbox, running_sandbox
 
 LIFETIME = 120  # at most 300 s, so MSAL asks for a new token on every call
 
@@ -100,6 +100,42 @@ def test_a_token_for_another_resource_is_refused(api_auth_client: ApiClient,
     refused(api_auth_client, f"Bearer {other}")
     result = api_auth_client.app.acquire_token_for_client(["https://contoso.crm.dynamics.com/.default"])
     assert result["error"] == "invalid_resource" and 500011 in result["error_codes"]
+
+
+def test_a_token_msal_got_for_another_org_of_the_tenant_gets_the_challenge(api_start: StartSandbox) -> None:
+    other = "https://contoso.crm.dynamics.com"
+    sandbox = api_start(options=SandboxOptions(other_org_urls=(other,)))
+    client = ApiClient.connect(sandbox)
+    result = client.app.acquire_token_for_client([f"{other}/.default"])  # the tenant issues it: another env
+    assert "access_token" in result, result
+    assert jwt.decode(result["access_token"], options={"verify_signature": False})["aud"] == other
+    refused(client, f"Bearer {result['access_token']}")  # 401, empty body, the challenge names this org
+    assert client.ok("WhoAmI")["UserId"] == sandbox.org.meta.app_user_id  # its own org's token still works
+
+
+NOT_MEMBER = {"error": {"code": "0x80072560", "message": "The user is not a member of the organization."}}
+
+
+def restricted(client_id: str) -> dict[str, dict[str, str]]:
+    # Shared payload 18 (microsoft/PowerPlatform-DataverseServiceClient#528), with this app's id.
+    return {"error": {"code": "0x80095ffc", "message": f"Access to Dataverse API is restricted for this application "
+                      f"Id : '{client_id}'. Please contact your administrator for more information."}}
+
+
+@pytest.mark.parametrize("refusal", ["not_member", "api_restricted"])
+def test_a_signed_in_app_the_org_refuses_gets_403_on_every_request(api_start: StartSandbox, refusal: str) -> None:
+    sandbox = api_start(options=SandboxOptions(**{refusal: True}))
+    client = ApiClient.connect(sandbox)
+    expected = NOT_MEMBER if refusal == "not_member" else restricted(CLIENT_ID)
+    for target in ("WhoAmI", "leads?$select=leadid", "EntityDefinitions?$select=LogicalName", "audits",
+                   "nosuchentities"):
+        response = client.get(target)
+        assert (response.status_code, response.json()) == (403, expected), target
+        assert response.headers["Content-Type"].startswith("application/json") and response.headers["REQ_ID"]
+    batch = client.batch(["WhoAmI"])
+    assert (batch.status_code, batch.json()) == (403, expected)
+    assert sandbox.webapi is not None and sandbox.webapi.counts["requests"] == 0  # refused before admission
+    refused(client, "Bearer not.a.jwt")  # a bad token is still a 401: the token is checked first
 
 
 def test_an_expired_token_is_refused_after_the_clock_skew(api_auth_client: ApiClient,
