@@ -155,7 +155,8 @@ class DataverseClient:
     # --- public API --------------------------------------------------------------------------------------
 
     def get(self, path_or_url: str, *, prefer: Sequence[str] = (), kind: str = "other") -> Reply:
-        """GET a path relative to the Web API root, or an absolute nextLink/deltaLink sent verbatim."""
+        """GET a path relative to the Web API root, or a nextLink/deltaLink (absolute, or its path and query as
+        state keeps it: connector/odata.py `stored_link`) sent verbatim."""
         url, verbatim = self._resolve(path_or_url)
         headers = {"Prefer": ",".join(prefer)} if prefer else {}
 
@@ -322,7 +323,9 @@ class DataverseClient:
                 raise L2CError(f"refusing to send the access token to {_origin(path_or_url)}: links must stay on "
                                f"{self.origin}", url=redact(path_or_url))
             return path_or_url, True
-        return (self.origin if path_or_url.startswith("/") else self.base) + path_or_url, False
+        if path_or_url.startswith("/"):  # a stored link: as served, so never re-encoded (its escapes' case kept)
+            return self.origin + path_or_url, True
+        return self.base + path_or_url, False
 
     # --- $batch ------------------------------------------------------------------------------------------
 
