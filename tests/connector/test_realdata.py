@@ -199,6 +199,63 @@ def sync_account(org: ScriptedOrg, client: DataverseClient, data: Path, run_id: 
     return sync_table(ctx, ACCOUNT_CT.table[0], ACCOUNT_META)
 
 
+def test_05_06_the_delta_link_is_stored_as_served_and_sent_back_byte_for_byte(scripted_org: ScriptedOrg,
+                                                                              client: DataverseClient,
+                                                                              tmp_path: Path) -> None:
+    initial = scripted_org.answer(P05)
+    assert initial is not None
+    delta_link = initial.json["@odata.deltaLink"]
+    in_text(initial, "$deltatoken=919042%2108%2f22%2f2017%2008%3a10%3a44")
+    first = sync_account(scripted_org, client, tmp_path, "run1")
+    stored = StateStore(tmp_path).load("account").delta_link
+    # Path and query as served: v9.0 (not the client's v9.2), `%21`, `%2f`, `%3a` in lower case.
+    assert stored == "/api/data/v9.0/accounts?$select=name,accountnumber,telephone1,fax" \
+                     "&$deltatoken=919042%2108%2f22%2f2017%2008%3a10%3a44" == path_and_query(delta_link)
+    assert (first.mode, first.rows, first.deletions) == ("delta", 1, 0)
+    assert "odata.track-changes" in scripted_org.sent[0].headers["Prefer"]
+
+    delta = scripted_org.answer(P06)
+    assert delta is not None
+    second = sync_account(scripted_org, client, tmp_path, "run2")
+    assert scripted_org.targets()[1] == stored  # byte for byte on the request line
+    assert (second.mode, second.rows, second.deletions) == ("delta", 1, 1)
+    assert StateStore(tmp_path).load("account").delta_link == path_and_query(delta.json["@odata.deltaLink"])
+    in_text(delta, '"id":"2e451703-c686-e711-80e5-00155db19e6d"', '"name":"Monte Orton"')
+    lake = Lake(tmp_path)
+    deletions = lake.scan("account").filter(pl.col("_op") == "delete").collect()
+    assert deletions.get_column("accountid").to_list() == ["2e451703-c686-e711-80e5-00155db19e6d"]
+    assert lake.current("account", "accountid").select("accountid", "name", "telephone1", "fax", "_version").rows() \
+        == [("60c4e274-0d87-e711-80e5-00155db19e6d", "Monte Orton", "555000", "10101", 915244)]
+
+
+def test_a_link_keeps_its_escapes_case_and_only_what_must_be_encoded_is(scripted_org: ScriptedOrg,
+                                                                         client: DataverseClient) -> None:
+    for _ in range(3):
+        scripted_org.answer_json(200, {"value": []})  # the test's own answers: only the targets matter here
+    link = "/api/data/v9.0/accounts?$deltatoken=919042%2108%2f22%2f2017%2008%3a10%3a44"  # payload 05's
+    client.get(scripted_org.url + link)
+    client.get(link)  # as state keeps it
+    client.get(scripted_org.url + "/api/data/v9.0/accounts?$deltatoken=1%2f 2")  # a space must be encoded
+    # urllib3's encoding, case included, where it must act
+    assert scripted_org.targets() == [link, link, "/api/data/v9.0/accounts?$deltatoken=1%2F%202"]
+
+
+def test_27_an_expired_delta_token_resyncs_the_table_in_full(scripted_org: ScriptedOrg, client: DataverseClient,
+                                                              tmp_path: Path) -> None:
+    scripted_org.answer(P05)
+    sync_account(scripted_org, client, tmp_path, "run1")
+    stored = StateStore(tmp_path).load("account").delta_link
+    scripted_org.answer(P27, status=400)  # the status of this answer is not public: 400 assumed (README)
+    again = scripted_org.answer(P05)
+    assert again is not None
+    result = sync_account(scripted_org, client, tmp_path, "run2")
+    full, sent_link, resync = scripted_org.targets()
+    assert sent_link == stored and resync == full and "$deltatoken" not in resync
+    assert "odata.track-changes" in scripted_org.sent[2].headers["Prefer"]
+    assert result.mode == "delta" and any("delta token expired" in note for note in result.notes)
+    assert StateStore(tmp_path).load("account").delta_link == path_and_query(again.json["@odata.deltaLink"])
+
+
 def test_16_change_tracking_off_falls_back_to_the_watermark(scripted_org: ScriptedOrg, client: DataverseClient,
                                                              tmp_path: Path) -> None:
     scripted_org.answer(P16, status=400)  # the status of this answer is not public: 400 assumed
