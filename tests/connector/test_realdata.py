@@ -22,7 +22,7 @@ from requests.structures import CaseInsensitiveDict
 
 from config.tables import TableConfig, TablesConfig
 from connector import rows as rowmod
-from connector.audit import AUDIT_COLUMNS, mask_numbers
+from connector.audit import AUDIT, AUDIT_COLUMNS, DETAILS, _land_details, mask_numbers, needed_details
 from connector.batch import parse_batch
 from connector.http import DataverseClient, RequestRejected, error_of, validate_response
 from connector.lake import Lake
@@ -30,6 +30,7 @@ from connector.metadata import TableMeta, _slim
 from connector.odata import pages, prefer
 from connector.state import StateStore
 from connector.sync import SyncContext, sync_table
+from l2c.build import DETAILS_SCHEMA
 from tests.realdata import Payload, load
 from tests.realdata.org import ScriptedOrg
 
@@ -337,3 +338,117 @@ def test_14_derived_type_rows_lose_their_annotations_and_nested_objects() -> Non
                     "Format": None, "DateTimeBehavior": None}
     assert json.loads(json.dumps(slim)) == slim  # what the metadata cache stores
 
+
+
+# --- 02, 03, 04, 25, 26: audit details through $batch and connector/audit.py's one landing function -------------
+
+DETAIL_IDS = [f"00000000-0000-4000-8000-00000000000{n}" for n in range(1, 9)]
+ACCOUNT_ID = "d249d106-38b5-ec11-983f-002248296cd0"  # any account: the payloads do not name the audited record
+NO_DETAIL = [b"{}", b'{"@odata.context": "https://contoso.crm.dynamics.com/api/data/v9.2/$metadata'
+                    b'#Microsoft.Dynamics.CRM.RetrieveAuditDetailsResponse"}']  # the test's own: no AuditDetail
+
+
+def as_answer(item: dict[str, Any]) -> bytes:
+    """An AuditDetailCollection item (03, 04, 26) as RetrieveAuditDetails answers it: under `AuditDetail`."""
+    return json.dumps({"AuditDetail": item}).encode()
+
+
+@pytest.fixture
+def landed(scripted_org: ScriptedOrg, client: DataverseClient, tmp_path: Path) -> tuple[Lake, tuple[int, int, Any]]:
+    """Eight RetrieveAuditDetails answers in one $batch, landed by connector/audit.py `_land_details`: 02, 03's
+    item, 04's two items, 25, 26's item, then two answers without an AuditDetail."""
+    collection = load("04_docs_retrieverecordchangehistory.http").json["AuditDetailCollection"]["AuditDetails"]
+    scripted_org.answer_batch([
+        scripted_org.load("02_docs_retrieveauditdetails_attribute.http").body,
+        as_answer(load("03_docs_retrieveattributechangehistory.http").json["AuditDetailCollection"]["AuditDetails"][0]),
+        as_answer(collection[0]), as_answer(collection[1]),
+        load("25_thirdparty_retrieveauditdetails_relationship.json").body,
+        as_answer(load("26_thirdparty_shareauditdetail_item.json").json),
+        *NO_DETAIL])
+    replies = client.batch_get([f"audits({a})/Microsoft.Dynamics.CRM.RetrieveAuditDetails" for a in DETAIL_IDS],
+                               kind="audit_detail")
+    lake = Lake(tmp_path / "data")
+    chunk = [(auditid, "account", ACCOUNT_ID) for auditid in DETAIL_IDS]
+    return lake, _land_details(lake, chunk, replies, number=1, stream="details-run1", run_id="run1")
+
+
+def details_by_id(lake: Lake) -> dict[str, dict[str, Any]]:
+    return {row["auditid"]: row for row in lake.scan(DETAILS).collect().iter_rows(named=True)}
+
+
+def test_02_03_04_attribute_details_land_their_old_and_new_values(landed: tuple[Lake, Any]) -> None:
+    lake, (count, quarantined, refusal) = landed
+    assert (count, quarantined, refusal) == (6, 2, None)
+    rows = details_by_id(lake)
+    attribute = [rows[a] for a in DETAIL_IDS[:4]]
+    assert [r["detail_type"] for r in attribute] == ["AttributeAuditDetail"] * 4
+    # 02: a lookup set where there was none; its annotations are in the value (as today), @odata.type is not.
+    assert json.loads(attribute[0]["old_values"]) == {}
+    assert json.loads(attribute[0]["new_values"]) == {
+        "_parentaccountid_value@OData.Community.Display.V1.FormattedValue": "A. Datum Corporation",
+        "_parentaccountid_value@Microsoft.Dynamics.CRM.associatednavigationproperty": "parentaccountid",
+        "_parentaccountid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account",
+        "_parentaccountid_value": "d249d106-38b5-ec11-983f-002248296cd0"}
+    # 03 and 04's first item: a text column changed.
+    for row in attribute[1:3]:
+        assert (json.loads(row["old_values"]), json.loads(row["new_values"])) == (
+            {"description": "Old description value"}, {"description": "New description value"})
+    # 04's second item: the owner went from a user to a team.
+    old, new = json.loads(attribute[3]["old_values"]), json.loads(attribute[3]["new_values"])
+    assert (old["_ownerid_value"], old["_ownerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"]) == (
+        "4026be43-6b69-e111-8f65-78e7d1620f5e", "systemuser")
+    assert (new["_ownerid_value"], new["_ownerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"]) == (
+        "39e0dbe4-131b-e111-ba7e-78e7d1620f5e", "team")
+    # The whole detail is kept too, annotations included.
+    assert json.loads(attribute[0]["detail"]) == load("02_docs_retrieveauditdetails_attribute.http").json["AuditDetail"]
+    assert {(r["objecttypecode"], r["objectid"]) for r in attribute} == {("account", ACCOUNT_ID)}
+
+
+def test_25_26_relationship_and_share_details_land_with_their_type_and_whole_content(landed: tuple[Lake, Any]
+                                                                                     ) -> None:
+    lake, _ = landed
+    rows = details_by_id(lake)
+    relationship, share = rows[DETAIL_IDS[4]], rows[DETAIL_IDS[5]]
+    assert relationship["detail_type"] == "RelationshipAuditDetail"
+    assert json.loads(relationship["detail"]) == {
+        "@odata.type": "#Microsoft.Dynamics.CRM.RelationshipAuditDetail", "RelationshipName": "account_primary_contact",
+        "TargetRecords": [{"@odata.type": "#Microsoft.Dynamics.CRM.contact", "fullname": "Anna Smith"}]}
+    assert share["detail_type"] == "ShareAuditDetail"
+    assert json.loads(share["detail"]) == {"@odata.type": "#Microsoft.Dynamics.CRM.ShareAuditDetail", "AuditRecord": {}}
+    # Neither type has OldValue/NewValue: no values, rather than an empty "no change".
+    assert [relationship["old_values"], relationship["new_values"], share["old_values"], share["new_values"]] \
+        == [None] * 4
+
+
+def test_an_answer_without_an_auditdetail_is_quarantined_and_asked_for_again(landed: tuple[Lake, Any]) -> None:
+    lake, _ = landed
+    assert set(details_by_id(lake)).isdisjoint(DETAIL_IDS[6:])  # never landed as "no change"
+    quarantine = lake.scan_quarantine(DETAILS).collect()
+    assert [json.loads(r)["auditid"] for r in quarantine.get_column("record")] == DETAIL_IDS[6:]
+    assert set(quarantine.get_column("reason")) == {"RetrieveAuditDetails: the answer has no AuditDetail object"}
+    # Needed minus landed: the next run asks for those two again, and only those.
+    audit_rows = pl.DataFrame({"auditid": DETAIL_IDS, "operation": [2] * 8, "objecttypecode": ["account"] * 8,
+                               "_objectid_value": [ACCOUNT_ID] * 8, "attributemask": ["42,7"] * 8},
+                              schema_overrides={"operation": pl.Int32})
+    lake.write_page(AUDIT, "audit-run1", 1, audit_rows, run_id="run1")
+    tables = TablesConfig(table=[TableConfig(name="account", columns=["accountid", "description"], audit=True,
+                                             audit_columns=["description"])])
+    account = TableMeta("account", "accounts", "accountid", True, True, [
+        {**_slim({"LogicalName": "description", "AttributeType": "Memo"}), "ColumnNumber": 7}])
+    needed = needed_details(lake, tables, {"account": account, "audit": AUDIT_META})
+    assert needed.get_column("auditid").to_list() == DETAIL_IDS[6:]
+
+
+def test_detail_pages_landed_before_detail_type_and_detail_existed_still_read(landed: tuple[Lake, Any]) -> None:
+    lake, _ = landed
+    older = pl.DataFrame({"auditid": ["00000000-0000-4000-8000-000000000009"], "objecttypecode": ["account"],
+                          "objectid": [ACCOUNT_ID], "old_values": ['{"name": "A"}'], "new_values": ['{"name": "B"}']})
+    lake.write_page(DETAILS, "details-run0", 1, older, run_id="run0")
+    rows = details_by_id(lake)
+    assert len(rows) == 7
+    old = rows["00000000-0000-4000-8000-000000000009"]
+    assert (old["old_values"], old["new_values"], old["detail_type"], old["detail"]) == (
+        '{"name": "A"}', '{"name": "B"}', None, None)
+    # What the transforms read (l2c/build.py read_lake selects DETAILS_SCHEMA before anything else).
+    selected = lake.scan(DETAILS).select(list(DETAILS_SCHEMA)).collect()
+    assert selected.schema == pl.Schema(DETAILS_SCHEMA) and selected.height == 7

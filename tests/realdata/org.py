@@ -89,6 +89,16 @@ class ScriptedOrg:
         """Queue an answer this test writes itself (not a payload): say so where it is used."""
         self.answer(Response(status, [("Content-Type", JSON_TYPE)], json.dumps(body).encode()))
 
+    def answer_batch(self, bodies: list[bytes]) -> None:
+        """Queue a `$batch` answer of one 200 JSON part per body: the test's own framing around payload bodies,
+        shaped like payload 21's parts, with the CRLF line ends of a real answer."""
+        boundary = "batchresponse_5d1c0e52-6a2f-4d1b-9f0e-3c7b8a9d0e1f"
+        part = (f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+                f"HTTP/1.1 200 OK\r\nContent-Type: {JSON_TYPE}\r\nOData-Version: 4.0\r\n\r\n").encode()
+        body = b"".join(part + b + b"\r\n" for b in bodies) + f"--{boundary}--\r\n".encode()
+        self.answer(Response(200, [("Content-Type", f"multipart/mixed; boundary={boundary}"),
+                                   ("OData-Version", "4.0")], body))
+
     def targets(self) -> list[str]:
         return [sent.target for sent in self.sent]
 
