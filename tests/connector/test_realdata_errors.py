@@ -144,7 +144,7 @@ def test_doctor_shows_the_fix_when_whoami_works_but_the_first_read_is_refused(sc
 
 
 def test_every_l2c_error_from_a_payload_has_the_exit_code_of_what_to_do() -> None:
-    exits = {}
+    exits: dict[str, int | str] = {}
     for name, status in ERRORS:
         payload = load(name)
         try:
