@@ -6,8 +6,11 @@ ranges read side by side. The Web API's audit rows carry no old/new values ([PD]
 auditing/retrieve-audit-data.md: `changedata` is not exposed); those come from `RetrieveAuditDetails`, asked
 only for the Update rows whose attributemask names a column an activity rule reads (or one listed in
 `audit_columns`) and for the rare Delete rows, in `$batch` requests sent side by side (a batch counts once
-against the request limit, [PD] api-limits.md) while the listing still pages (`_Details`). Details are
-"needed minus landed", so a killed run (or a rule added later) simply fetches what is still missing. Without the audit
+against the request limit, [PD] api-limits.md) while the listing still pages (`_Details`). Every AuditDetail
+lands whole, with its type (`detail_type`, `detail`); `old_values`/`new_values` are read from those that have
+OldValue/NewValue (AttributeAuditDetail), null for the others (a relationship, a share, ...). An answer without an
+AuditDetail object is quarantined, never landed as "no change". Details are "needed minus landed", so a killed
+run, a quarantined answer or a rule added later simply fetches what is still missing. Without the audit
 privilege the run goes on without audit and says so.
 """
 
@@ -50,8 +53,10 @@ AUDIT_COLUMNS = ["auditid", "createdon", "operation", "action", "objecttypecode"
 OP_UPDATE, OP_DELETE = 2, 3
 BATCH_SIZE = 500
 NEEDED_SCHEMA = {"auditid": pl.Utf8, "objecttypecode": pl.Utf8, "_objectid_value": pl.Utf8}
+# detail_type and detail came later: older pages without them read them as null (connector/lake.py `_scan`).
 DETAIL_SCHEMA = {"auditid": pl.Utf8, "objecttypecode": pl.Utf8, "objectid": pl.Utf8, "old_values": pl.Utf8,
-                 "new_values": pl.Utf8}
+                 "new_values": pl.Utf8, "detail_type": pl.Utf8, "detail": pl.Utf8}
+TYPE_PREFIX = "#Microsoft.Dynamics.CRM."
 
 
 @dataclass
@@ -435,22 +440,37 @@ def _land_details(lake: Lake, chunk: list[tuple[str, str, str]], replies: Any, *
         if reply.status != 200:
             log.warning("RetrieveAuditDetails(%s) answered %s; skipped this run", auditid, reply.status)
             continue
-        detail = reply.json.get("AuditDetail", {}) if isinstance(reply.json, dict) else None
-        if not isinstance(detail, dict) or not all(isinstance(detail.get(side) or {}, dict)
-                                                   for side in ("OldValue", "NewValue")):
-            # Kept apart and counted, never landed as "no change"; asked for again by the next run.
-            bad.append(({"auditid": auditid, "reply": reply.json},
-                        "RetrieveAuditDetails: AuditDetail, OldValue or NewValue is not an object"))
+        detail = reply.json.get("AuditDetail") if isinstance(reply.json, dict) else None
+        if not isinstance(detail, dict):
+            reason = "the answer has no AuditDetail object" if detail is None else "AuditDetail is not an object"
+        elif not all(isinstance(detail.get(side) or {}, dict) for side in ("OldValue", "NewValue")):
+            reason = "OldValue or NewValue is not an object"
+        else:
+            records.append({"auditid": auditid, "objecttypecode": objecttypecode, "objectid": objectid,
+                            **_detail_columns(detail)})
             continue
-        records.append({"auditid": auditid, "objecttypecode": objecttypecode, "objectid": objectid,
-                        "old_values": json.dumps(_values(detail.get("OldValue")), default=str),
-                        "new_values": json.dumps(_values(detail.get("NewValue")), default=str)})
+        # Kept apart and counted, never landed as "no change"; asked for again by the next run.
+        bad.append(({"auditid": auditid, "reply": reply.json}, f"RetrieveAuditDetails: {reason}"))
     if records:
         lake.write_page(DETAILS, stream, number, pl.DataFrame(records, schema=DETAIL_SCHEMA), run_id=run_id,
                         extracted_at=None)
     if bad:
         lake.write_quarantine(DETAILS, stream, number, bad, run_id=run_id)
     return len(records), len(bad), None
+
+
+def _detail_columns(detail: dict[str, Any]) -> dict[str, str | None]:
+    """An AuditDetail's columns: its type without the namespace, the whole object as JSON text (annotations kept),
+    and the OldValue/NewValue entities without annotations. Only an AttributeAuditDetail has those (the Web API's
+    AuditDetail types, [PD] auditing/retrieve-audit-data.md and its reference: AttributeAuditDetail,
+    RelationshipAuditDetail, ShareAuditDetail, ...; payloads 02, 25, 26): a detail without them has null values,
+    not "no change"."""
+    kind = detail.get("@odata.type")
+    values = kind == TYPE_PREFIX + "AttributeAuditDetail" or "OldValue" in detail or "NewValue" in detail
+    return {"old_values": json.dumps(_values(detail.get("OldValue")), default=str) if values else None,
+            "new_values": json.dumps(_values(detail.get("NewValue")), default=str) if values else None,
+            "detail_type": kind.removeprefix(TYPE_PREFIX) if isinstance(kind, str) else None,
+            "detail": json.dumps(detail, default=str)}
 
 
 def _values(entity: dict[str, Any] | None) -> dict[str, Any]:

@@ -3,8 +3,10 @@ policy (`validate_response`), retries with tenacity inside a per-request time bu
 format is connector/batch.py) and request counters per kind for the run manifest. Every request waits on the
 service-protection gate and limiter of connector/throttle.py, and feeds them each 429 and x-ms-dop-hint it sees.
 500/502/503/504, dropped or reset connections, read timeouts and truncated bodies are retried with exponential
-backoff and full jitter; a 401 signs in again once. Foreign errors (requests) become ours here and nowhere else,
-and no message or log line carries the token or a query string's values.
+backoff and full jitter; a 401 signs in again once; a 403 says what fixes it (a security role with the missing
+privilege, or, by error code, an application user missing from the environment or an admin's restriction of the
+app's API access). Foreign errors (requests) become ours here and nowhere else, and no message or log line
+carries the token or a query string's values.
 """
 
 from __future__ import annotations
@@ -38,6 +40,20 @@ from l2c.errors import AuthError, L2CError, PermissionDenied, RequestRejected, S
 
 API_PATH = "/api/data/v9.2/"
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# 403s that no security role fixes, by Dataverse error code: (what happened, what to do).
+FORBIDDEN = {
+    # "The user is not a member of the organization.": the app registration has no application user in this
+    # environment (as reported for a service principal in MicrosoftDocs/power-platform#2124).
+    "0x80072560": ("the application user is not a member of this environment",
+                   "add the app registration as an application user in the environment (Power Platform admin "
+                   "center > environment > Settings > Users + permissions > Application users) and give it a "
+                   "security role"),
+    # "Access to Dataverse API is restricted for this application Id : '<guid>'." (payload 18: an admin
+    # restricted API access for that app, microsoft/PowerPlatform-DataverseServiceClient#528)
+    "0x80095ffc": ("an administrator restricted Dataverse API access for this application",
+                   "ask a Power Platform admin to lift the restriction for this application id ({app}); a "
+                   "security role will not help"),
+}
 STORM_QUIET_S = 60.0  # a retry after this long without one starts a new storm (and one new warning)
 
 log = logging.getLogger("l2c.http")
@@ -84,6 +100,11 @@ def validate_response(status: int, headers: Mapping[str, str], body: bytes, url:
                         "AZURE_TENANT_ID matches it (server challenge: "
                         f"{one_line(headers.get('WWW-Authenticate', 'none'))})", **context)
     if status == 403:
+        if code.lower() in FORBIDDEN:
+            what, todo = FORBIDDEN[code.lower()]
+            app = re.search(r"Id\s*:\s*'([^']*)'", message)
+            raise PermissionDenied(f"permission denied: {what} ({message})",
+                                   hint=todo.format(app=app.group(1) if app else "AZURE_CLIENT_ID"), **context)
         privilege = re.search(r"\b(prv\w+)", message)
         if privilege:
             raise PermissionDenied(f"permission denied: the application user lacks the {privilege.group(1)} "
@@ -155,7 +176,8 @@ class DataverseClient:
     # --- public API --------------------------------------------------------------------------------------
 
     def get(self, path_or_url: str, *, prefer: Sequence[str] = (), kind: str = "other") -> Reply:
-        """GET a path relative to the Web API root, or an absolute nextLink/deltaLink sent verbatim."""
+        """GET a path relative to the Web API root, or a nextLink/deltaLink (absolute, or its path and query as
+        state keeps it: connector/odata.py `stored_link`) sent verbatim."""
         url, verbatim = self._resolve(path_or_url)
         headers = {"Prefer": ",".join(prefer)} if prefer else {}
 
@@ -322,7 +344,9 @@ class DataverseClient:
                 raise L2CError(f"refusing to send the access token to {_origin(path_or_url)}: links must stay on "
                                f"{self.origin}", url=redact(path_or_url))
             return path_or_url, True
-        return (self.origin if path_or_url.startswith("/") else self.base) + path_or_url, False
+        if path_or_url.startswith("/"):  # a stored link: as served, so never re-encoded (its escapes' case kept)
+            return self.origin + path_or_url, True
+        return self.base + path_or_url, False
 
     # --- $batch ------------------------------------------------------------------------------------------
 

@@ -1,21 +1,29 @@
-"""TLS trust for every connection l2c makes (MSAL's and the Web API's): system CAs plus L2C_CA_BUNDLE.
+"""The transport adapter of every connection l2c makes (MSAL's and the Web API's): TLS trust in system CAs plus
+L2C_CA_BUNDLE, and request targets sent as given.
 
 requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a Session's `verify` (sessions.py,
 merge_environment_settings), and our machines set both; a trust setting that silently loses to the
 environment is no setting. So the adapter below builds its own SSLContext (verification required, hostname
 checked) and ignores any `verify` requests passes down, as `HTTPAdapter.build_connection_pool_key_attributes`
-documents for custom contexts. There is deliberately no way to turn verification off.
+documents for custom contexts. There is deliberately no way to turn verification off. urllib3 upper-cases every
+`%xx` escape of a request target (`util/url.py` `_encode_invalid_chars`): an equivalent URI (RFC 3986 6.2.2.1),
+but not the link Dataverse wrote, whose deltatoken escapes are lower case (`%2f`, `%3a`: [PD] use-change-
+tracking-synchronize-data-external-systems.md, payload 05). Its pools here send a target exactly as requests
+gave it whenever that upper-casing would have been urllib3's only change.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import HTTPSConnectionPool, PoolManager
 
 from l2c.errors import ConfigError
 
@@ -35,8 +43,35 @@ def trust_context(ca_bundle: Path | None) -> ssl.SSLContext:
     return context
 
 
+_GIVEN: ContextVar[str | None] = ContextVar("l2c_request_target", default=None)
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+class _AsGivenPool(HTTPSConnectionPool):
+    """An HTTPS pool that sends the request target as given when urllib3 would only upper-case its escapes."""
+
+    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        token = _GIVEN.set(url)
+        try:
+            return super().urlopen(method, url, *args, **kwargs)
+        finally:
+            _GIVEN.reset(token)
+
+    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        given = _GIVEN.get()
+        if given is not None and given != url and _ESCAPE.sub(lambda m: m.group(0).upper(), given) == url:
+            url = given
+        return super()._make_request(conn, method, url, *args, **kwargs)
+
+
+def _send_as_given(manager: PoolManager) -> None:
+    if manager.pool_classes_by_scheme.get("https") is HTTPSConnectionPool:  # not a SOCKS proxy's own pools
+        manager.pool_classes_by_scheme = {**manager.pool_classes_by_scheme, "https": _AsGivenPool}
+
+
 class TrustingAdapter(HTTPAdapter):
-    """An HTTPAdapter whose trust is fixed at construction, whatever `verify` requests passes."""
+    """An HTTPAdapter whose trust is fixed at construction, whatever `verify` requests passes, and whose pools
+    send request targets as given (`_AsGivenPool`)."""
 
     def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
         self._context = context
@@ -45,6 +80,12 @@ class TrustingAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["ssl_context"] = self._context
         super().init_poolmanager(*args, **kwargs)
+        _send_as_given(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        _send_as_given(manager)
+        return manager
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None

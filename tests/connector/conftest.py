@@ -12,6 +12,8 @@ import pytest
 from config.settings import Settings
 from connector.http import DataverseClient
 from sandbox.runtime import OrgState, Sandbox
+from sandbox.tls import SandboxTLS, make_tls
+from tests.realdata.org import ScriptedOrg
 
 SCRUBBED_PREFIXES = ("DATAVERSE_", "AZURE_", "L2C_")
 
@@ -45,6 +47,23 @@ def http_client(http_settings: Settings) -> Iterator[Callable[..., DataverseClie
     yield make
     for client in made:
         client.close()
+
+
+# --- scripted_org: real payloads over HTTPS (tests/realdata) ---------------------------------------------
+
+@pytest.fixture(scope="session")
+def realdata_tls(tmp_path_factory: pytest.TempPathFactory) -> SandboxTLS:
+    return make_tls(tmp_path_factory.mktemp("realdata_tls"))
+
+
+@pytest.fixture
+def scripted_org(realdata_tls: SandboxTLS, monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOrg]:
+    """An org that answers each Web API request with the next scripted payload (tests/realdata/org.py)."""
+    for name in [n for n in os.environ if n.startswith(SCRUBBED_PREFIXES)]:
+        monkeypatch.delenv(name)
+    org = ScriptedOrg(realdata_tls).start()
+    yield org
+    org.stop()
 
 
 # --- lake_: a child process SIGKILLed in the middle of a durable write (test_lake.py, test_state.py) --------

@@ -110,14 +110,14 @@ def test_links_are_followed_verbatim_and_only_to_the_org(http_sandbox: Sandbox,
         seen.append(f"{request.path}?{request.query}")
         return app(request)
 
-    # requests' own preparation would decode this unreserved escape to "n"; followed verbatim it stays an escape.
-    # (urllib3 upper-cases escape hex on the wire: RFC 3986 6.2.2.1 case normalization, an equivalent URI.)
+    # requests' own preparation would decode this unreserved escape to "n", and urllib3 would upper-case its hex
+    # (RFC 3986 6.2.2.1 case normalization); followed verbatim it stays the escape it was, in its own case.
     escaped = client.base + "leads?$select=full%6eame&$top=1"
     with wrapped_app(http_sandbox, record):
         assert len(client.get(link, prefer=["odata.maxpagesize=50"]).json["value"]) == 50
         assert list(client.get(escaped).json["value"][0]) == ["@odata.etag", "fullname", "leadid"]
     parts = urlsplit(link)
-    assert seen == [f"{parts.path}?{parts.query}", "/api/data/v9.2/leads?$select=full%6Eame&$top=1"]
+    assert seen == [f"{parts.path}?{parts.query}", "/api/data/v9.2/leads?$select=full%6eame&$top=1"]
 
     with pytest.raises(L2CError, match="refusing to send the access token") as info:
         client.get("https://elsewhere.example" + parts.path)
