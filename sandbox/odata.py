@@ -144,7 +144,7 @@ class AnnotationFilter:
             excluded, body = pattern.startswith("-"), pattern.lstrip("-")
             if body == "*":
                 rank = (0, 0)
-            elif body.endswith(".*") and term.startswith(body[:-1]):
+            elif body.endswith("*") and term.startswith(body[:-1]):  # "ns.*", or a name prefix "ns.Name*"
                 rank = (1, len(body))
             elif body == term:
                 rank = (2, len(body))
@@ -206,7 +206,11 @@ def _check_annotation_pattern(pattern: str) -> None:
     if any(not s for s in segments):
         _fail(f"{prefix} valid pattern to match an annotation. It must not contain a namespace or name "
               "segment that is empty.")
-    if any("*" in s and s != "*" for s in segments):
+    # Dataverse takes a '*' closing the last segment as a prefix wildcard: its docs ask for
+    # "OData.Community.Display.V1.FormattedValue,Microsoft.PowerApps.CDS.ErrorDetails*" "to include only the
+    # formatted values and any additional error detail annotations" ([PD] webapi/compose-http-requests-handle-
+    # errors.md, webapi/query-data-web-api.md), where ODataLib's own AnnotationFilterPattern would refuse it.
+    if any("*" in s and s != "*" for s in segments[:-1]) or "*" in segments[-1].rstrip("*"):
         _fail(f"{prefix} supported pattern to match an annotation. It must not contain '*' as part of a "
               "segment.")
     if "*" in segments[:-1]:

@@ -125,6 +125,12 @@ def test_errors_carry_the_detail_annotations_when_asked(api_client: ApiClient) -
         error = api_client.get(target, prefer=only_link).json()["error"]
         assert [k for k in error if k.startswith("@")] == [CDS + "HelpLink"], target
         assert error["code"] == code and error[CDS + "HelpLink"].endswith(f"%3a{code[2:]}&client=platform")
+    # The doc's own wildcard example, a '*' closing a name: the ErrorDetails.* annotations and nothing else.
+    doc_example = ('odata.include-annotations="OData.Community.Display.V1.FormattedValue,'
+                   'Microsoft.PowerApps.CDS.ErrorDetails*"')
+    error = api_client.get("leads?$skip=1", prefer=doc_example).json()["error"]
+    assert [k for k in error if k.startswith("@")] == [CDS + "ErrorDetails.OperationStatus",
+                                                       CDS + "ErrorDetails.SubErrorCode"]
     # Without the preference (or excluding the namespace) an error is just code and message.
     assert list(api_client.get("leads?$skip=1").json()["error"]) == ["code", "message"]
     excluded = 'odata.include-annotations="*,-Microsoft.PowerApps.CDS.*"'
