@@ -31,9 +31,9 @@ CACHE_TTL = timedelta(hours=24)
 # Part of the cache's fingerprint: a cache written by an l2c that read metadata differently is fetched again.
 CACHE_FORMAT = 2
 LOOKUP_TYPES = {"Lookup", "Owner", "Customer"}
-# EntityMetadata's own properties ([PD] webapi/reference/entitymetadata.md).
+# EntityMetadata's properties (Microsoft's metadata reference; sandbox/metadata_types.py cites each page).
 ENTITY_FIELDS = "LogicalName,EntitySetName,PrimaryIdAttribute,ObjectTypeCode,ChangeTrackingEnabled,IsAuditEnabled"
-# AttributeMetadata's own properties ([PD] webapi/reference/attributemetadata.md): all the base collection takes.
+# AttributeMetadata's own properties (same reference): all the base collection takes.
 ATTRIBUTE_FIELDS = "LogicalName,ColumnNumber,AttributeType"
 # Per derived type, the properties l2c reads through its cast ([PD] webapi/query-metadata-web-api.md).
 CASTS = {"DateTimeAttributeMetadata": "LogicalName,Format,DateTimeBehavior"}
