@@ -20,7 +20,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy l2c connector transforms config sandbox exports
+	$(BIN)/mypy ground l2c connector transforms config sandbox sql exports
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -m bench -p no:xdist -s tests/bench

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config.tables import TablesConfig
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 
 Scalar = int | float | str | bool
 

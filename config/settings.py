@@ -11,7 +11,7 @@ from dotenv.parser import parse_stream
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 
 MAX_PAGE_SIZE = 5000  # Dataverse's cap on odata.maxpagesize
 MAX_CONCURRENCY = 52  # Dataverse's per-user concurrent request limit

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 
 DEFAULT_TABLES = "tables.toml"
 

@@ -35,7 +35,7 @@ from connector.metadata import TableMeta
 from connector.odata import Client, Query, datetime_literal, literal, pages, prefer, stored_link
 from connector.state import StateStore, TableState
 from connector.sync import state_time
-from l2c.errors import PermissionDenied
+from ground.errors import PermissionDenied
 
 log = logging.getLogger("l2c.audit")
 

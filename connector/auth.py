@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from config.settings import Settings
 from connector.tls import untrusted
-from l2c.errors import AuthError, ConfigError, SourceUnavailable
+from ground.errors import AuthError, ConfigError, SourceUnavailable
 
 # What to do about the Entra errors a data engineer meets first (AADSTS codes from error_codes).
 AADSTS_HINTS = {

@@ -15,7 +15,7 @@ from config.tables import load_tables
 from connector import metadata
 from connector.http import DataverseClient
 from connector.state import StateStore
-from l2c.errors import L2CError, PermissionDenied, RequestRejected
+from ground.errors import L2CError, PermissionDenied, RequestRejected
 
 
 @dataclass

@@ -26,7 +26,7 @@ from connector.lake import Lake
 from connector.lock import RunLock
 from connector.state import RunManifest, StateStore
 from connector.sync import SyncContext, TableResult, sync_table
-from l2c.errors import ConfigError, L2CError
+from ground.errors import ConfigError, L2CError
 
 log = logging.getLogger("l2c.extract")
 

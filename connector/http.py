@@ -36,7 +36,7 @@ from connector.auth import TokenProvider
 from connector.batch import MAX_BATCH, encode_batch, parse_batch  # importable from here too, as before
 from connector.throttle import AdaptiveLimiter, RetryAfterGate, retry_after  # likewise
 from connector.tls import trusting_session, untrusted
-from l2c.errors import AuthError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
+from ground.errors import AuthError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
 
 API_PATH = "/api/data/v9.2/"
 RETRY_STATUSES = frozenset({500, 502, 503, 504})

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from l2c.errors import RunLocked
+from ground.errors import RunLocked
 
 LOCK_NAME = ".l2c.lock"
 

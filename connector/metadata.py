@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,8 @@ from typing import Any
 
 from config.tables import TableConfig, TablesConfig
 from connector.odata import Client, literal
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
+from ground.files import atomic_write
 
 CACHE_FILE = "metadata.json"
 CACHE_TTL = timedelta(hours=24)
@@ -173,9 +173,8 @@ def _write_cache(state_dir: Path, tables: TablesConfig, metas: dict[str, TableMe
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # beside the state files (0600)
     doc = {"fingerprint": _fingerprint(tables), "fetched_at": now.isoformat(),
            "tables": {name: asdict(meta) for name, meta in metas.items()}}
-    tmp = state_dir / (CACHE_FILE + ".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, state_dir / CACHE_FILE)
+    text = json.dumps(doc).encode()
+    atomic_write(state_dir / CACHE_FILE, lambda handle: handle.write(text), mode=0o600)
 
 
 def primary_ids(state_dir: Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
-from l2c.errors import SourceUnavailable
+from ground.errors import SourceUnavailable
 
 MAX_PAGE_SIZE = 5000
 

@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 
 FORMATTED = "@OData.Community.Display.V1.FormattedValue"
 LOOKUP_LOGICAL = "@Microsoft.Dynamics.CRM.lookuplogicalname"

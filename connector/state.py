@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
-from connector.lake import TEMP_SUFFIX, atomic_write, make_dirs, remove_temp_files, safe_name
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
+from ground.files import TEMP_SUFFIX, atomic_write, make_dirs, remove_temp_files, safe_name
 
 FORMAT = 1  # the "format" key of every state file and manifest
 SUFFIX = ".state.json"  # other modules may keep their own files (a metadata cache) in state/

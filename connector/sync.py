@@ -29,7 +29,7 @@ from connector.lake import Lake
 from connector.metadata import TableMeta
 from connector.odata import Client, Query, datetime_literal, pages, prefer, stored_link
 from connector.state import StateStore, TableState
-from l2c.errors import RequestRejected
+from ground.errors import RequestRejected
 
 log = logging.getLogger("l2c.sync")
 

@@ -25,7 +25,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPSConnectionPool, PoolManager
 
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 
 
 def trust_context(ca_bundle: Path | None) -> ssl.SSLContext:

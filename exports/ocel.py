@@ -1,7 +1,9 @@
 """OCEL 2.0 files (https://www.ocel-standard.org/specification/formats/, arXiv:2403.01975) of the last transform:
 `export_sqlite` writes the relational format, `export_json` the JSON format. Both read event_log.parquet, who
-did each event (`event_resources` in l2c.duckdb) and the raw lake (every landed version, for attribute changes),
-build the tables with transforms/ocel.py and replace `out` only with a complete file (connector.lake.atomic_write).
+did each event (`event_resources` in l2c.duckdb) and every version of each object type's records, for attribute
+changes (`state/transform/objects-<type>.parquet`, which `transforms.build.object_versions` writes from the lake
+before an OCEL export: `l2c export` does), build the tables with transforms/ocel.py and replace `out` only with a
+complete file (ground.files.atomic_write).
 SQLite: the spec's tables with the primary and foreign keys its validation script checks; foreign keys are enforced
 while inserting, so a dangling relation fails the export instead of shipping; rows are bulk-inserted by executemany
 from an iterator. JSON: typed values as on the spec's format page (numbers for integer and float, true/false for
@@ -26,11 +28,11 @@ import duckdb
 import polars as pl
 
 from config.settings import Settings
-from connector.lake import TEMP_SUFFIX, atomic_write, make_dirs
-from exports import Exported, outputs
-from l2c.build import read_lake
-from l2c.errors import ConfigError
+from exports.common import Exported, outputs
+from ground.errors import ConfigError
+from ground.files import TEMP_SUFFIX, atomic_write, make_dirs
 from transforms.ocel import Ocel, build
+from transforms.outputs import object_versions_paths
 
 SQL_TYPES = {"string": "TEXT", "time": "TIMESTAMP", "integer": "INTEGER", "float": "REAL", "boolean": "BOOLEAN"}
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S%.f"  # as in the spec's SQLite example ('1970-01-01 00:00:00'), UTC
@@ -65,8 +67,11 @@ def ocel_tables(settings: Settings) -> Ocel:
             raise ConfigError(f"{database} has no table event_resources (it was built by an older l2c)",
                               hint="run `l2c transform --full` with the same L2C_DATA_DIR, then export again")
         users = con.sql("SELECT event_id, user_id FROM event_resources").pl()
-    lake = read_lake(settings)
-    return build(pl.scan_parquet(event_log), users.lazy(), lake.landed, lake.deleted_details)
+    versions = object_versions_paths(settings.data_dir)
+    if not versions:
+        raise ConfigError(f"no object versions for an OCEL export in {settings.data_dir}",
+                          hint="export with `l2c export` (it prepares them from the lake first)")
+    return build(pl.scan_parquet(event_log), users.lazy(), {kind: pl.scan_parquet(p) for kind, p in versions.items()})
 
 
 def type_tables(types: Iterable[str]) -> dict[str, str]:

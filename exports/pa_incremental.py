@@ -32,10 +32,10 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from config.settings import Settings
-from connector.lake import atomic_write, make_dirs, remove_temp_files
-from exports import Exported, outputs
+from exports.common import Exported, outputs
 from exports.tabular import BATCH_SIZE, CASE_ID, EVENT_ID, HEADER_LINE, check_precision, log_batches, write_csv
-from l2c.errors import ConfigError, RunLocked
+from ground.errors import ConfigError, RunLocked
+from ground.files import atomic_write, make_dirs, remove_temp_files
 
 log = logging.getLogger("l2c.exports")
 

@@ -10,9 +10,7 @@ so tests and scripts can read the numbers back.
 from __future__ import annotations
 
 import math
-import os
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -24,9 +22,10 @@ import duckdb
 import polars as pl
 
 from config.settings import Settings
-from exports import outputs
+from exports.common import outputs
 from exports.report_svg import KINDS, process_map, wait
-from l2c.errors import L2CError
+from ground.errors import L2CError
+from ground.files import atomic_write
 
 MAP_MIN_SHARE = 0.02  # an activity is on the map when it happens at least once per 50 cases on average...
 MAP_MAX_ACTIVITIES = 24  # ...and is among the most frequent
@@ -67,20 +66,8 @@ class ReportData:
 
 def write_report(settings: Settings, out: Path) -> Path:
     _, _, db = outputs(settings)
-    page = render(load(db))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # beside the target (same file system), created like any file so the umask applies (mkstemp's 0600 would not)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("x", encoding="utf-8") as f:
-            f.write(page)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)  # a reader sees the old report or the new one, never half of one
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    page = render(load(db)).encode("utf-8")
+    return atomic_write(out, lambda handle: handle.write(page))  # the old report or the new one, never half
 
 
 def load(db: Path) -> ReportData:

@@ -20,9 +20,9 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from config.settings import Settings
-from connector.lake import atomic_write
-from exports import Exported, outputs
-from l2c.errors import ConfigError
+from exports.common import Exported, outputs
+from ground.errors import ConfigError
+from ground.files import atomic_write
 
 log = logging.getLogger("l2c.exports")
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from config.settings import Settings
-from exports import Exported
+from exports.common import Exported
 from exports.tabular import case_starts, log_batches, stream_log
 
 BATCH_SIZE = 16_384  # ~600 bytes of XML per event: ~10 MB of text per batch, which stays in cache (measured

@@ -13,8 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from exports import FORMATS
-from l2c.errors import L2CError
-from sandbox.corrupt import KINDS as CORRUPT_KINDS
+from ground.errors import L2CError
 
 log = logging.getLogger("l2c")
 
@@ -61,9 +60,13 @@ def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from config.settings import load_settings
-    from exports import export
+    from exports import OCEL_FORMATS, export
+    from transforms.build import object_versions
 
-    done = export(load_settings(), args.format, Path(args.out))
+    settings = load_settings()
+    if args.format in OCEL_FORMATS:
+        object_versions(settings)  # every version of each object: OCEL's attribute changes, read from the lake
+    done = export(settings, args.format, Path(args.out))
     counts = f"{done.events} events" + (f", {done.cases} cases" if done.cases else "") + (
         f", {done.objects} objects" if done.objects else "")
     if args.format == "pa-incremental":
@@ -166,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the admin restricted Dataverse API access for the app (every Web API request -> 403 "
                        "0x80095ffc)")
     serve.add_argument("--token-lifetime", type=int, default=3599, help="access token lifetime in seconds")
-    serve.add_argument("--corrupt", action="append", default=[], choices=list(CORRUPT_KINDS), metavar="KIND",
-                       help="serve malformed data for a few named records (repeatable): " + ", ".join(CORRUPT_KINDS))
+    serve.add_argument("--corrupt", action="append", default=[], metavar="KIND",
+                       help="serve malformed data for a few named records (repeatable); an unknown KIND lists the "
+                            "kinds")
     serve.add_argument("--certificate", action="store_true",
                        help="print the certificate credential instead of the client secret")
     serve.set_defaults(func=_sandbox_serve)

@@ -15,6 +15,8 @@ from config.tables import load_tables
 from connector.extract import ExtractResult, extract
 from connector.lock import RunLock
 from l2c.progress import RunProgress
+from sql.load import transform_and_load
+from transforms.quality import describe
 
 
 @contextlib.contextmanager
@@ -52,10 +54,7 @@ def extract_only(args: argparse.Namespace) -> int:
 
 
 def transform_only(args: argparse.Namespace) -> int:
-    from l2c.build import transform
-    from transforms.quality import describe
-
-    result = transform(load_settings(), full=getattr(args, "full", False))
+    result = transform_and_load(load_settings(), full=getattr(args, "full", False))
     how = {"unchanged": "nothing new since the last build",
            "incremental": f"incremental: {result.recomputed} of {result.cases} cases recomputed",
            "full": f"full build: {result.reason}"}[result.mode]

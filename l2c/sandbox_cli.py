@@ -16,7 +16,7 @@ import requests
 from pydantic import SecretStr
 
 from config.settings import Settings, load_settings
-from l2c.errors import ConfigError, SourceUnavailable
+from ground.errors import ConfigError, SourceUnavailable
 
 STATE_SUBDIR = "sandbox"
 ADMIN_KEY_VAR = "L2C_SANDBOX_KEY"
@@ -59,7 +59,7 @@ def in_process(settings: Settings) -> Iterator[Settings]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from sandbox import protection, server
+    from sandbox import corrupt, protection, server
     from sandbox.runtime import OrgState, Sandbox, SandboxOptions, load_state, save_state
     from sandbox.webapi import PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY
 
@@ -69,6 +69,10 @@ def serve(args: argparse.Namespace) -> int:
     if args.seed is not None or args.leads is not None:
         state = OrgState(seed=args.seed if args.seed is not None else state.seed,
                          leads=args.leads if args.leads is not None else state.leads, days=0.0)
+    unknown = sorted(set(args.corrupt) - set(corrupt.KINDS))
+    if unknown:
+        kinds = "; ".join(f"{kind}: {what}" for kind, what in corrupt.KINDS.items())
+        raise ConfigError(f"unknown --corrupt kind {', '.join(unknown)}", hint=f"the kinds are {kinds}")
     if state.leads < 100:
         raise ConfigError(f"--leads must be at least 100, got {state.leads}")
     save_state(state_dir, state)

@@ -16,8 +16,8 @@ import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from sandbox.odata import ODataError
-from sandbox.wire import Headers, Request, Response
+from sandbox.odata import ODataError, error_response
+from sandbox.wire import API_PREFIX, Headers, Request, Response
 
 if TYPE_CHECKING:
     from sandbox.webapi import WebApi
@@ -58,8 +58,6 @@ def parse_inner(part: bytes, api_prefix: str) -> Request:
 
 
 def handle_batch(api: WebApi, request: Request, user: str) -> Response:
-    from sandbox.webapi import API_PREFIX, error_response
-
     match = BOUNDARY.search(request.headers.get("Content-Type", ""))
     if not match:
         raise ODataError(400, "0x80048d19", "The batch request must have a 'Content-Type' header of "

@@ -19,6 +19,7 @@ from sandbox.odata_errors import CRM_CODE, ODATA_CODE, ODataError, _at, _fail, _
 from sandbox.odata_filter import column_kind, filter_expr, guid_key, sqlserver_guid_key
 from sandbox.odata_parse import GUID_RE, _Parser, parse_date, parse_datetime, parse_filter
 from sandbox.schema import TABLES, Table
+from sandbox.wire import Response, json_response
 
 __all__ = ["ANNOTATIONS", "CRM_CODE", "CT_OPTIONS", "ERROR_ANNOTATIONS", "GUID_RE", "KNOWN_OPTIONS", "MAX_PAGE_SIZE",
            "ODATA_CODE", "UNSUPPORTED_OPTIONS", "AnnotationFilter", "ODataError", "ParsedQuery", "Prefer",
@@ -332,3 +333,9 @@ def parse_query(table: Table, query_params: list[tuple[str, str]], prefer_header
         prefer=prefer,
         aliases=aliases,
     )
+
+
+def error_response(status: int, code: str, message: str, prefer: str | None = None) -> Response:
+    """Dataverse's error body `{"error":{"code","message"}}`, with the detail annotations when Prefer asks."""
+    error = {"code": code, "message": message, **error_annotations(code, message, prefer)}
+    return json_response(status, {"error": error}, content_type="application/json; charset=utf-8")

@@ -10,7 +10,6 @@ serve` runs one standalone and prints the environment that points l2c at it.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 import time
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from ground.files import atomic_write
 from sandbox import corrupt, entra, protection, server, tls
 from sandbox.app import SandboxApp
 from sandbox.odata import ODataError
@@ -52,10 +52,8 @@ def load_state(state_dir: Path, default: OrgState) -> OrgState:
 
 
 def save_state(state_dir: Path, state: OrgState) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(asdict(state)))
-    os.replace(tmp, state_dir / STATE_FILE)
+    text = json.dumps(asdict(state)).encode()
+    atomic_write(state_dir / STATE_FILE, lambda handle: handle.write(text))
 
 
 @dataclass

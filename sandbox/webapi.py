@@ -26,13 +26,12 @@ from sandbox import corrupt, odata, paging
 from sandbox.batch import handle_batch
 from sandbox.entra import InvalidToken
 from sandbox.metadata import ATTRIBUTE, ENTITY, Addressed, attribute_cast, attribute_rows, entity_rows, query_metadata
-from sandbox.odata import ODataError
+from sandbox.odata import ODataError, error_response
 from sandbox.protection import Throttled
 from sandbox.schema import TABLES, Table
 from sandbox.store import Annotations, ServedTable, Store, render_detail_values, render_entity
-from sandbox.wire import Request, Response, json_response
+from sandbox.wire import API_PREFIX, Request, Response, json_response
 
-API_PREFIX = "/api/data/v9.2/"
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ROW_PATH = re.compile(rf"^(?P<set>[a-z_]+)\((?P<id>{GUID})\)$")
 AUDIT_DETAILS = re.compile(rf"^audits\((?P<id>{GUID})\)/Microsoft\.Dynamics\.CRM\.RetrieveAuditDetails(\(\))?$")
@@ -435,10 +434,3 @@ def alias_json(text: str) -> Any:
         single = m.group(1)
         return m.group(0) if single is None else '"' + single.replace("\\'", "'").replace('"', '\\"') + '"'
     return json.loads(_JSON_STRING.sub(requote, text))
-
-
-def error_response(status: int, code: str, message: str, prefer: str | None = None) -> Response:
-    error = {"code": code, "message": message, **odata.error_annotations(code, message, prefer)}
-    return json_response(status, {"error": error}, content_type="application/json; charset=utf-8")
-
-

@@ -59,6 +59,7 @@ class Response:
         return None
 
 
+API_PREFIX = "/api/data/v9.2/"  # the Web API's root path on the org's origin
 JSON_TYPE = "application/json; odata.metadata=minimal"
 
 

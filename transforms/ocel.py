@@ -226,12 +226,15 @@ def event_links(log: pl.LazyFrame, users: pl.LazyFrame) -> pl.LazyFrame:
                                PERFORMED_BY)])
 
 
-def build(log: pl.LazyFrame, users: pl.LazyFrame, landed: dict[str, pl.LazyFrame],
-          deleted: pl.LazyFrame) -> Ocel:
-    """The OCEL tables of an event log (event_log.parquet), who did each event (`event_id`, `user_id`), every
-    landed version per table and the audit's Delete details (`objecttypecode`, `objectid`, `old_values`)."""
-    rows = {table: versions(frame, deleted, table).lazy() for table in OBJECT_TYPES
+def all_versions(landed: dict[str, pl.LazyFrame], deleted: pl.LazyFrame) -> dict[str, pl.DataFrame]:
+    """`versions` of every object type the lake holds: what `build` reads besides the log."""
+    return {table: versions(frame, deleted, table) for table in OBJECT_TYPES
             if (frame := landed.get(table)) is not None}
+
+
+def build(log: pl.LazyFrame, users: pl.LazyFrame, rows: dict[str, pl.LazyFrame]) -> Ocel:
+    """The OCEL tables of an event log (event_log.parquet), who did each event (`event_id`, `user_id`) and every
+    version of each object type's records (`all_versions`)."""
     named = pl.concat([
         *(frame.select(pl.col(OBJECT_TYPES[table].key).alias("ocel_id"), pl.lit(table).alias("ocel_type"))
           for table, frame in rows.items()),

@@ -179,7 +179,7 @@ def run_sdk(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_transform(args: dict[str, Any]) -> dict[str, Any]:
-    from l2c.build import transform
+    from sql.load import transform_and_load as transform
 
     started = time.perf_counter()
     result = transform(settings(), full=True)
@@ -214,7 +214,7 @@ def run_tile(args: dict[str, Any]) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from connector.lake import Lake
-    from l2c.build import AUDIT_SCHEMA, DETAILS_SCHEMA
+    from transforms.build import AUDIT_SCHEMA, DETAILS_SCHEMA
 
     lake, out, wanted = Lake(Path(args["data_dir"])), Path(args["out_dir"]), int(args["rows"])
     out.mkdir(parents=True, exist_ok=True)
@@ -241,13 +241,13 @@ def run_tile(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_audit_events(args: dict[str, Any]) -> dict[str, Any]:
-    """l2c's audit -> events step (transforms/events.py, as l2c/build.py feeds it) over tiled Parquet."""
+    """l2c's audit -> events step (transforms/events.py, as transforms/build.py feeds it) over tiled Parquet."""
     import polars as pl
 
     from config.activities import load_activities
     from config.tables import load_tables
-    from connector.lake import OUTPUT_PARQUET
-    from l2c.build import distinct
+    from ground.files import OUTPUT_PARQUET
+    from transforms.build import distinct
     from transforms.events import events_from_audit
 
     source, out = Path(args["dir"]), Path(args["out"])

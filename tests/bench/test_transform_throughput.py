@@ -3,7 +3,7 @@
 Per org size, on the lake the extract bench landed (full backfill plus a day): l2c's full transform
 (`transform(settings, full=True)`: event log, cases, DuckDB) against DuckDB reading every table's Parquet once
 and writing it once (`COPY (SELECT * FROM read_parquet('raw/<table>/**/*.parquet')) TO ...`), each in its own
-process for its peak memory. For the 100k org and up, also the audit -> events step alone (as l2c/build.py
+process for its peak memory. For the 100k org and up, also the audit -> events step alone (as transforms/build.py
 feeds it: `distinct` audit rows and details, `events_from_audit`, written to Parquet) over synthetic histories
 of 1M and 10M audit rows (L2C_BENCH_AUDIT_ROWS; the lake's rows repeated under new ids) against DuckDB
 copying the same two Parquet files.

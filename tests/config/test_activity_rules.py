@@ -10,7 +10,7 @@ import pytest
 
 from config.activities import load_activities
 from config.tables import load_tables
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 from sandbox.simulator import ACTIVITIES
 
 RULE = '[[activity]]\nname = "X"\ntable = "quote"\n'

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings, load_settings
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 
 VARS = ("L2C_SINCE", "DATAVERSE_URL", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "L2C_DATA_DIR",
         "L2C_MAX_CONCURRENCY", "L2C_PAGE_SIZE", "L2C_CA_BUNDLE", "AZURE_AUTHORITY_HOST")

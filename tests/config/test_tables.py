@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from config.tables import load_tables
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 
 GOOD = '[[table]]\nname = "lead"\ncolumns = ["leadid"]\n'
 

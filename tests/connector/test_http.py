@@ -35,7 +35,7 @@ from connector.http import (
     validate_response,
 )
 from connector.tls import trusting_session
-from l2c.errors import AuthError, ConfigError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
+from ground.errors import AuthError, ConfigError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
 from sandbox.runtime import Sandbox
 from sandbox.schema import TABLES
 from sandbox.wire import Headers, Request, Response

@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.lake import Lake, OutputParts
+from connector.lake import Lake
 from connector.rows import deletions_frame
-from l2c.errors import L2CError
+from ground.errors import L2CError
+from ground.files import OutputParts
 from tests.connector.conftest import PAUSE_BEFORE_RENAME
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)

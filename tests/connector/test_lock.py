@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from connector.lock import LOCK_NAME, RunLock
-from l2c.errors import RunLocked
+from ground.errors import RunLocked
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def test_second_run_in_another_process_exits_5(tmp_path: Path) -> None:
         done = subprocess.run(python(f"""
             import sys
             from connector.lock import RunLock
-            from l2c.errors import L2CError
+            from ground.errors import L2CError
             try:
                 RunLock({str(tmp_path)!r}).acquire()
             except L2CError as err:

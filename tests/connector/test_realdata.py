@@ -30,9 +30,9 @@ from connector.metadata import TableMeta, _slim
 from connector.odata import pages, prefer
 from connector.state import StateStore
 from connector.sync import SyncContext, sync_table
-from l2c.build import DETAILS_SCHEMA
 from tests.realdata import Payload, load
 from tests.realdata.org import ScriptedOrg
+from transforms.build import DETAILS_SCHEMA
 
 P01 = "01_docs_audit_list_deleted_contacts.http"
 P05 = "05_docs_changetracking_initial.http"
@@ -450,6 +450,6 @@ def test_detail_pages_landed_before_detail_type_and_detail_existed_still_read(la
     old = rows["00000000-0000-4000-8000-000000000009"]
     assert (old["old_values"], old["new_values"], old["detail_type"], old["detail"]) == (
         '{"name": "A"}', '{"name": "B"}', None, None)
-    # What the transforms read (l2c/build.py read_lake selects DETAILS_SCHEMA before anything else).
+    # What the transforms read (transforms/build.py read_lake selects DETAILS_SCHEMA before anything else).
     selected = lake.scan(DETAILS).select(list(DETAILS_SCHEMA)).collect()
     assert selected.schema == pl.Schema(DETAILS_SCHEMA) and selected.height == 7

@@ -13,7 +13,7 @@ import pytest
 
 from connector.doctor import Check, doctor
 from connector.http import DataverseClient, _Retry, error_of, one_line, validate_response
-from l2c.errors import L2CError, PermissionDenied, RequestRejected
+from ground.errors import L2CError, PermissionDenied, RequestRejected
 from sandbox.wire import JSON_TYPE, Response
 from tests.realdata import load
 from tests.realdata.org import ScriptedOrg

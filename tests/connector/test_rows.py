@@ -29,7 +29,7 @@ from connector.rows import (
     split_deletions,
     to_frame,
 )
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 from sandbox.metadata import attribute_rows
 from sandbox.schema import TABLES
 from sandbox.simulator import simulate

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.state import RunManifest, StateStore, TableState
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 from tests.connector.conftest import PAUSE_BEFORE_RENAME
 
 FULL = TableState(

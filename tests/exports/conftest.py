@@ -13,9 +13,10 @@ import pytest
 
 from config.settings import Settings
 from connector.extract import extract
-from l2c.build import transform
 from sandbox.runtime import OrgState, Sandbox
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
+from transforms.build import object_versions
 
 
 @dataclass
@@ -37,6 +38,7 @@ def build_org(root: Path, *, seed: int = 11, leads: int = 400, advances: tuple[f
             sandbox.advance(days)
             assert extract(settings).exit_code == 0
         result = transform(settings)
+    object_versions(settings)  # what `l2c export` prepares before an OCEL export
     return Built(settings, pl.read_parquet(result.event_log), pl.read_parquet(settings.data_dir / "cases.parquet"))
 
 

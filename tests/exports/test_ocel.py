@@ -26,10 +26,10 @@ from pm4py.objects.ocel.obj import OCEL
 from pm4py.objects.ocel.validation import ocel20_rel_validation
 
 from exports import Exported, ocel
-from l2c.build import PRIMARY_KEYS, read_lake
+from ground.errors import ConfigError
 from l2c.cli import main
-from l2c.errors import ConfigError
 from tests.exports.conftest import Built
+from transforms.build import PRIMARY_KEYS, read_lake
 
 FORMATS = ("sqlite", "json")
 OCEL_TYPES: dict[str, type | tuple[type, ...]] = {

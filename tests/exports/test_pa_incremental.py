@@ -27,9 +27,9 @@ import pytest
 
 from connector.extract import extract
 from exports import Exported, pa_incremental, tabular
-from l2c.build import transform
-from l2c.errors import ConfigError, RunLocked
+from ground.errors import ConfigError, RunLocked
 from sandbox.runtime import OrgState, Sandbox
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
 from tests.exports.conftest import Built
 from tests.exports.test_xes import ORDER, data_dir_with, log_dfg, synthetic_log

@@ -26,7 +26,7 @@ import pytest
 from config.settings import Settings, load_settings
 from exports.report import MAP_MAX_ACTIVITIES, MAP_MAX_EDGES, MAP_MIN_SHARE, write_report
 from exports.report_svg import process_map
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 from tests.exports.conftest import Built
 
 if TYPE_CHECKING:

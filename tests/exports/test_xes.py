@@ -21,7 +21,7 @@ import pytest
 
 from config.settings import Settings
 from exports import xes
-from l2c.errors import ConfigError
+from ground.errors import ConfigError
 from tests.exports.conftest import Built
 
 NS = {"x": "http://www.xes-standard.org/"}

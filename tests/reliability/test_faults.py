@@ -18,8 +18,8 @@ from config.tables import load_tables
 from connector.extract import extract
 from connector.lake import Lake
 from connector.state import StateStore
-from l2c.build import transform
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
 
 

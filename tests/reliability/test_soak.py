@@ -12,8 +12,8 @@ import polars as pl
 from config.tables import load_tables
 from connector.extract import extract
 from connector.lake import Lake
-from l2c.build import transform
 from sandbox.runtime import OrgState, Sandbox
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
 from tests.transforms.test_truth import as_multiset
 

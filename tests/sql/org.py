@@ -10,9 +10,10 @@ import polars as pl
 
 from config.settings import Settings
 from connector.extract import extract
-from l2c.build import BuildResult, transform
 from sandbox.runtime import OrgState, Sandbox
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
+from transforms.build import BuildResult
 
 # Seed 12 has sales reps at UTC+00:00 as well as east and west of it (UserLocal dates shift only for some).
 SEED, LEADS = 12, 1000

@@ -13,9 +13,10 @@ from polars.testing import assert_frame_equal
 from config.activities import Rule
 from connector.extract import extract
 from connector.lake import Lake
-from l2c.build import distinct, transform
 from sandbox.runtime import OrgState, Sandbox
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
+from transforms.build import distinct
 from transforms.events import _value, _with_values, events_from_audit
 
 UPDATE = 2

@@ -19,10 +19,10 @@ from config.activities import load_activities
 from config.tables import load_tables
 from connector.extract import extract
 from connector.lake import Lake
-from l2c.build import transform
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
 from sandbox.simulator import ACTIVITIES
 from sandbox.webapi import PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
 from transforms.events import EVENT_SCHEMA
 from transforms.snapshot import UNDATED_REASON, combine, primary_key, undated_deletions

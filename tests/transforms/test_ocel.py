@@ -12,9 +12,15 @@ from typing import Any
 import polars as pl
 import pytest
 
-from transforms.ocel import EPOCH, attribute_types, attribute_values, build, object_links
+from transforms.ocel import EPOCH, Ocel, all_versions, attribute_types, attribute_values, build, object_links
 
 T = pl.Datetime("us", "UTC")
+
+
+def _build(log: pl.LazyFrame, users: pl.LazyFrame, records: dict[str, pl.LazyFrame],
+           deleted: pl.LazyFrame) -> Ocel:
+    """transforms/ocel.py `build` over `all_versions` of the records, as the export reads them."""
+    return build(log, users, {kind: frame.lazy() for kind, frame in all_versions(records, deleted).items()})
 
 
 def at(day: int) -> datetime:
@@ -140,7 +146,7 @@ def test_build_keeps_referential_integrity_with_stubs_for_what_the_log_names() -
     users = pl.LazyFrame({"event_id": ["e1", "e3", "e4", "e-not-in-log"], "user_id": ["U1", "U1", "U8", "U2"]})
     records = _records()
     records["invoice"] = records["invoice"].with_columns(_customerid_value=pl.lit("U1"))  # a user is no account
-    out = build(log, users, records, pl.LazyFrame(schema=DELETED_SCHEMA))
+    out = _build(log, users, records, pl.LazyFrame(schema=DELETED_SCHEMA))
     objects = dict(out.objects.iter_rows())
     # Q9 (deleted before any run landed it), L7 (lead without a row) and U8 (a user without a row) are stubs.
     assert {k: objects.get(k) for k in ("Q9", "L7", "U8")} == {"Q9": "quote", "L7": "lead", "U8": "systemuser"}
@@ -173,7 +179,7 @@ def test_a_record_only_the_audit_saw_is_read_from_its_delete_old_values() -> Non
                              '{"quoteid": "Q9", "quotenumber": "QUO-9", "statecode": 0, "totalamount": "1234.5",'
                              ' "_opportunityid_value": "O1", "_customerid_value": "A1"}'}], schema=DELETED_SCHEMA)
     log = _log([("e4", "Quote Deleted", "quote", "Q9", "O1")])
-    out = build(log, pl.LazyFrame(schema={"event_id": pl.Utf8, "user_id": pl.Utf8}), records, deleted)
+    out = _build(log, pl.LazyFrame(schema={"event_id": pl.Utf8, "user_id": pl.Utf8}), records, deleted)
     row = out.values["quote"].filter(pl.col("ocel_id") == "Q9").to_dicts()
     assert len(row) == 1
     assert {k: row[0][k] for k in ("number", "state", "total_amount")} == {
@@ -185,7 +191,7 @@ def test_a_record_only_the_audit_saw_is_read_from_its_delete_old_values() -> Non
 def test_a_table_with_no_landed_rows_still_gets_the_objects_the_log_names(table: str) -> None:
     records = {name: frame for name, frame in _records().items() if name != table}
     log = _log([("e1", "Lead Captured", "lead", "L1", "O1")])
-    out = build(log, pl.LazyFrame(schema={"event_id": pl.Utf8, "user_id": pl.Utf8}), records,
+    out = _build(log, pl.LazyFrame(schema={"event_id": pl.Utf8, "user_id": pl.Utf8}), records,
                 pl.LazyFrame(schema=DELETED_SCHEMA))
     assert ("L1", "lead") in set(out.objects.iter_rows())
     assert ("e1", "L1", "subject") in set(out.event_object.iter_rows())

@@ -12,12 +12,12 @@ import polars as pl
 import pytest
 
 from connector.extract import extract
-from l2c import build as build_module
-from l2c.build import transform
-from l2c.build_state import FRAMES, TransformState
 from sandbox import corrupt
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
+from transforms import build as build_module
+from transforms.build_state import FRAMES, TransformState
 from transforms.eventlog import EventLog
 
 TABLES = ("event_log", "cases", "event_resources", "quality_issues", "accounts", "users", "quotes", "orders",

@@ -14,10 +14,11 @@ import pytest
 
 from connector.extract import extract
 from connector.lake import Lake
-from l2c.build import PRIMARY_KEYS, LakeInputs, read_lake, transform
 from sandbox.runtime import OrgState, Sandbox
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
 from tests.sql.org import BuiltOrg, build_org
+from transforms.build import PRIMARY_KEYS, LakeInputs, read_lake
 from transforms.eventlog import build
 from transforms.quality import CHECKS, counts, describe, quality_issues
 

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from connector.extract import extract
-from l2c.build import transform
 from sandbox.runtime import OrgState, Sandbox
+from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
 
 KEY = ["case_id", "case_type", "activity", "timestamp", "resource", "object_type", "object_id"]

@@ -1,14 +1,15 @@
-"""`l2c transform`: the event log from the raw lake -> `event_log.parquet` and `l2c.duckdb`.
+"""The transform's driver: the raw lake -> `event_log.parquet`, `cases.parquet` and the frames beside them.
 
 Reads the newest landed version of every record (deleted ones included: their events stay facts), the audit rows
 and details, runs the pure transforms, and writes each output by temp file + rename, so a reader never sees half
 a log and a killed transform leaves the previous one in place. A full build goes through the cases in parts of
-CASES_PER_PART, appending each part to the outputs, so the log is never held whole. The database also holds the
-data-quality report (`quality_issues`), the few object attributes the analysis views need (accounts, quotes,
-orders, invoices) and the views of sql/views.sql.
+CASES_PER_PART, appending each part to the outputs, so the log is never held whole. Beside the log it writes, as
+frames of its generation (transforms/build_state.py), who did each event, the data-quality report
+(`quality_issues`) and the few object attributes the analysis views need (accounts, quotes, orders, invoices):
+sql/load.py loads all of them into `l2c.duckdb`.
 
-Incremental: the transform remembers which landed pages its outputs cover (l2c/build_state.py). The next one
-reads only the records of the new pages, works out the cases they touch (transforms/incremental.py) and
+Incremental: the transform remembers which landed pages its outputs cover (transforms/build_state.py). The next
+one reads only the records of the new pages, works out the cases they touch (transforms/incremental.py) and
 recomputes just those, streaming every other case's rows over from the previous files; the result equals a full
 rebuild, which happens when there is no usable state, the rules or the code changed, a covered page changed or
 vanished, an output is missing, or `--full` asks for it. With no new page and every output present it does
@@ -17,49 +18,46 @@ nothing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
 from config.activities import Rule, load_activities
 from config.settings import Settings
 from config.tables import load_tables
-from connector.lake import (
-    LINEAGE,
+from connector.lake import LINEAGE, ROW, Lake
+from connector.lock import RunLock
+from connector.metadata import user_local_dates
+from connector.state import StateStore
+from ground.files import (
     OUTPUT_PARQUET,
-    ROW,
     TEMP_SUFFIX,
-    Lake,
     OutputParts,
     atomic_write,
     make_dirs,
     remove_temp_files,
     temp_beside,
+    write_output,
 )
-from connector.lock import RunLock
-from connector.metadata import user_local_dates
-from connector.state import StateStore
-from l2c.analysis import analysis_tables
-from l2c.build_state import (
+from transforms import quality
+from transforms.analysis import analysis_tables
+from transforms.build_state import (
     TransformState,
     fingerprint,
     frame_path,
     lake_pages,
     next_generation,
-    state_dir,
     touched_objects,
 )
-from transforms import quality
 from transforms.cases import case_accounts, case_map
 from transforms.eventlog import build
 from transforms.events import OP_DELETE, events_from_audit
 from transforms.incremental import OBJECT, replace_cases, replace_objects, touched_cases
+from transforms.ocel import all_versions
+from transforms.outputs import CASES, DATABASE, EVENT_LOG, OBJECTS, state_dir
 from transforms.snapshot import Among, combine, events_from_record_dates, events_from_snapshots, only
 
 PRIMARY_KEYS = {"lead": "leadid", "opportunity": "opportunityid", "quote": "quoteid", "salesorder": "salesorderid",
@@ -84,7 +82,10 @@ class BuildResult:
     cases: int
     orphans: int
     event_log: Path
-    database: Path
+    database: Path  # where sql/load.py loads the outputs below
+    cases_file: Path
+    event_users: Path
+    tables: dict[str, Path]  # tables of the database beside the log and cases: the quality report, the analysis ones
     quality: dict[str, int] = field(default_factory=dict)  # findings per data-quality check
     mode: str = "full"  # "full", "incremental", or "unchanged" (nothing new since the last build)
     recomputed: int = 0  # cases whose events were (re)computed
@@ -186,17 +187,28 @@ def _of(audit: pl.LazyFrame, key: str, objects: pl.LazyFrame | None, how: Among 
 
 
 def transform(settings: Settings, *, full: bool = False, cases_per_part: int = CASES_PER_PART) -> BuildResult:
-    """Build (or bring up to date) the outputs under the run lock; `full` ignores the previous build. A full
-    build works through `cases_per_part` cases at a time (see CASES_PER_PART)."""
+    """`build_outputs` under the data directory's run lock."""
     with RunLock(settings.data_dir):
-        _remove_temp_files(settings.data_dir)
-        return _transform(settings, full, cases_per_part)
+        return build_outputs(settings, full=full, cases_per_part=cases_per_part)
+
+
+def build_outputs(settings: Settings, *, full: bool = False, cases_per_part: int = CASES_PER_PART) -> BuildResult:
+    """Build (or bring up to date) the outputs; the caller holds the run lock. `full` ignores the previous build.
+    A full build works through `cases_per_part` cases at a time (see CASES_PER_PART)."""
+    _remove_temp_files(settings.data_dir)
+    return _transform(settings, full, cases_per_part)
+
+
+def _result(data_dir: Path, state: TransformState, out: dict[str, Path], **how: str | int) -> BuildResult:
+    return BuildResult(state.events, state.cases, state.orphans, out["event_log"], data_dir / DATABASE, out["cases"],
+                       state.frame_path(data_dir, "event_users"),
+                       {name: state.frame_path(data_dir, name) for name in state.tables}, dict(state.quality),
+                       **how)  # type: ignore[arg-type]
 
 
 def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_PART) -> BuildResult:
     data_dir = settings.data_dir
-    out = {"event_log": data_dir / "event_log.parquet", "cases": data_dir / "cases.parquet",
-           "database": data_dir / "l2c.duckdb"}
+    out = {"event_log": data_dir / EVENT_LOG, "cases": data_dir / CASES}
     tables = load_tables(settings.tables_file)
     stamp = fingerprint(load_activities(settings.activity_map, tables), tables)
     pages = lake_pages(data_dir)
@@ -205,9 +217,8 @@ def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_P
     generation = next_generation(data_dir)
     users_path = frame_path(data_dir, "event_users", generation)
     new = sorted(set(pages) - set(previous.pages)) if previous is not None and reason is None else None
-    if previous is not None and new == [] and out["database"].is_file():
-        return BuildResult(previous.events, previous.cases, previous.orphans, out["event_log"], out["database"],
-                           dict(previous.quality), mode="unchanged")
+    if previous is not None and new == []:
+        return _result(data_dir, previous, out, mode="unchanged")
     make_dirs(state_dir(data_dir))
     with records_on_disk(read_lake(settings), state_dir(data_dir)) as inputs:
         cases_of = case_map(inputs.records, inputs.deleted_details).collect()
@@ -223,13 +234,12 @@ def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_P
                                         details=inputs.details, created_activities=inputs.created_activities,
                                         user_local_dates=user_local_dates(StateStore(data_dir).directory),
                                         notes=inputs.notes)
-        _load_duckdb(out["database"], out["event_log"], out["cases"], users_path,
-                     {**analysis_tables(inputs.records), "quality_issues": issues})
+        beside = {**analysis_tables(inputs.records), "quality_issues": issues}
     counts = quality.counts(issues)
-    state = TransformState(stamp, pages, generation, event_count, case_count, orphans.height, counts)
-    state.save(data_dir, {"case_map": cases_of, "orphans": orphans})
-    return BuildResult(event_count, case_count, orphans.height, out["event_log"], out["database"], counts,
-                       mode=mode, recomputed=recomputed, reason=reason or "")
+    state = TransformState(stamp, pages, generation, event_count, case_count, orphans.height, counts,
+                           tables=sorted(beside))
+    state.save(data_dir, {"case_map": cases_of, "orphans": orphans, **beside})
+    return _result(data_dir, state, out, mode=mode, recomputed=recomputed, reason=reason or "")
 
 
 def _build_full(inputs: LakeInputs, cases_of: pl.DataFrame, out: dict[str, Path], users_path: Path,
@@ -309,32 +319,21 @@ def _why_full(previous: TransformState | None, stamp: str, pages: dict[str, list
     return None
 
 
+def object_versions(settings: Settings) -> dict[str, Path]:
+    """Every version of each OCEL object type's records (transforms/ocel.py `all_versions`), read from the lake
+    and written to `state/transform/objects-<type>.parquet` for the OCEL exports, which read outputs, never the
+    lake. Under the run lock; the files of types the lake no longer holds are removed."""
+    with RunLock(settings.data_dir):
+        inputs = read_lake(settings)
+        directory = state_dir(settings.data_dir)
+        make_dirs(directory)
+        written = {table: write_output(frame, directory / f"{OBJECTS}{table}.parquet")
+                   for table, frame in all_versions(inputs.landed, inputs.deleted_details).items()}
+        for stale in set(directory.glob(f"{OBJECTS}*.parquet")) - set(written.values()):
+            stale.unlink()
+    return written
+
+
 def _remove_temp_files(data_dir: Path) -> None:
-    """What a transform killed mid-write left: output temp files and the half-built database."""
+    """What a transform killed mid-write left: output temp files."""
     remove_temp_files(iter([*data_dir.glob(f".*{TEMP_SUFFIX}"), *state_dir(data_dir).glob(f".*{TEMP_SUFFIX}")]))
-    (data_dir / "l2c.duckdb.tmp").unlink(missing_ok=True)
-
-
-def _load_duckdb(path: Path, event_log: Path, cases: Path, event_users: Path,
-                 extra: dict[str, pl.DataFrame]) -> Path:
-    """sql/load.sql (event_log, cases, event_resources from the Parquet files), the `extra` frames as tables of
-    their names, then sql/views.sql."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    sql = resources.files("sql")
-    with duckdb.connect(str(tmp)) as con:
-        # DuckDB draws a progress bar on stdout, terminal or not, for any query over 2 s (1M leads).
-        con.execute("SET enable_progress_bar = false")
-        con.execute("SET VARIABLE event_log_path = ?", [str(event_log)])
-        con.execute("SET VARIABLE cases_path = ?", [str(cases)])
-        con.execute("SET VARIABLE event_users_path = ?", [str(event_users)])
-        con.execute(sql.joinpath("load.sql").read_text("utf-8"))
-        for name, frame in extra.items():
-            con.register("_frame", frame)
-            con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _frame')
-            con.unregister("_frame")
-        con.execute(sql.joinpath("views.sql").read_text("utf-8"))
-    with open(tmp, "rb") as handle:  # durable before it replaces the previous database
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path

@@ -1,42 +1,32 @@
 """The transform's own state: which landed pages the event log covers, and the frames an incremental build needs.
 
 `state/transform/state.json` names every raw page the outputs were built from (path -> size, mtime), a
-fingerprint of everything else they depend on (the activity rules and table declarations as loaded, the code
-of transforms/ and sql/ and of this build), the generation of the frames beside it (`case_map`, `event_users`,
-`orphans`: `<name>-<generation>.parquet`) and the counts of that build. It is written last, by temp file +
-rename, once the outputs and the frames of its generation are on disk. A transform killed before that leaves
-the previous state, so the next one reads the same new pages again and recomputes the same cases: a case
-recomputed twice gives the same rows, so nothing is lost or duplicated.
+fingerprint of everything else they depend on (the activity rules and table declarations as loaded, and the code
+of the transforms package), the generation of the frames beside it (`case_map`, `event_users`, `orphans`, and the
+tables it names for the database: `<name>-<generation>.parquet`) and the counts of that build. It is written
+last, by temp file + rename, once the outputs and the frames of its generation are on disk. A transform killed
+before that leaves the previous state, so the next one reads the same new pages again and recomputes the same
+cases: a case recomputed twice gives the same rows, so nothing is lost or duplicated.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import polars as pl
 
-import sql
-from connector.lake import Lake, atomic_write, write_output
-from l2c import analysis
-from transforms import cases, eventlog, events, incremental, quality, snapshot
+from connector.lake import Lake
+from ground.files import atomic_write, write_output
+from transforms.outputs import state_dir
 
-# The code the outputs depend on (l2c.build, which imports this module, is added when the fingerprint is taken).
-BUILD_MODULES: list[ModuleType] = [analysis, cases, eventlog, events, incremental, quality, snapshot,
-                                   sys.modules[__name__]]
-
+# The code the outputs depend on: every module of this package (the driver, the pure transforms, this one).
+SOURCES = Path(__file__).parent
 FRAMES = ("case_map", "event_users", "orphans")
 STATE_FILE = "state.json"
-FORMAT = 2
-
-
-def state_dir(data_dir: Path) -> Path:
-    return data_dir / "state" / "transform"
+FORMAT = 3
 
 
 def frame_path(data_dir: Path, name: str, generation: int) -> Path:
@@ -60,6 +50,7 @@ class TransformState:
     cases: int = 0
     orphans: int = 0
     quality: dict[str, int] = field(default_factory=dict)
+    tables: list[str] = field(default_factory=list)  # frames of this generation that become database tables
     format: int = FORMAT
 
     @classmethod
@@ -70,7 +61,8 @@ class TransformState:
             state = cls(**document)
         except (OSError, ValueError, TypeError):
             return None
-        if state.format != FORMAT or not all(state.frame_path(data_dir, name).is_file() for name in FRAMES):
+        if state.format != FORMAT or not all(state.frame_path(data_dir, name).is_file()
+                                             for name in (*FRAMES, *state.tables)):
             return None
         return state
 
@@ -87,11 +79,11 @@ class TransformState:
         directory.mkdir(parents=True, exist_ok=True)
         for name, frame in frames.items():
             write_output(frame, self.frame_path(data_dir, name))
-        missing = [name for name in FRAMES if not self.frame_path(data_dir, name).is_file()]
+        missing = [name for name in (*FRAMES, *self.tables) if not self.frame_path(data_dir, name).is_file()]
         assert not missing, f"the build wrote no {missing} of generation {self.generation}"
         text = json.dumps(asdict(self), indent=1, sort_keys=True).encode()
         atomic_write(directory / STATE_FILE, lambda handle: handle.write(text))
-        kept = {self.frame_path(data_dir, name).name for name in FRAMES}
+        kept = {self.frame_path(data_dir, name).name for name in (*FRAMES, *self.tables)}
         for path in directory.glob("*.parquet"):
             if path.name not in kept:
                 path.unlink(missing_ok=True)
@@ -112,9 +104,7 @@ def lake_pages(data_dir: Path) -> dict[str, list[int]]:
 def fingerprint(*declarations: object) -> str:
     """sha256 of the loaded declarations' repr and of the code that turns the lake into the outputs."""
     digest = hashlib.sha256(repr(declarations).encode())
-    sources = [Path(module.__file__ or "") for module in (*BUILD_MODULES, importlib.import_module("l2c.build"))]
-    sources += sorted(Path(next(iter(sql.__path__))).glob("*.sql"))
-    for path in sources:
+    for path in sorted(SOURCES.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
