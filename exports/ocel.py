@@ -28,6 +28,7 @@ import duckdb
 import polars as pl
 
 from config.settings import Settings
+from config.tables import load_tables
 from exports.common import Exported, outputs
 from ground.errors import ConfigError
 from ground.files import TEMP_SUFFIX, atomic_write, make_dirs
@@ -71,7 +72,8 @@ def ocel_tables(settings: Settings) -> Ocel:
     if not versions:
         raise ConfigError(f"no object versions for an OCEL export in {settings.data_dir}",
                           hint="export with `l2c export` (it prepares them from the lake first)")
-    return build(pl.scan_parquet(event_log), users.lazy(), {kind: pl.scan_parquet(p) for kind, p in versions.items()})
+    rows = {kind: pl.scan_parquet(path) for kind, path in versions.items()}
+    return build(pl.scan_parquet(event_log), users.lazy(), rows, load_tables(settings.tables_file))
 
 
 def type_tables(types: Iterable[str]) -> dict[str, str]:

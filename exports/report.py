@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -22,8 +22,9 @@ import duckdb
 import polars as pl
 
 from config.settings import Settings
+from config.tables import load_tables
 from exports.common import outputs
-from exports.report_svg import KINDS, process_map, wait
+from exports.report_svg import kind_class, kind_css, process_map, wait
 from ground.errors import L2CError
 from ground.files import atomic_write
 
@@ -41,7 +42,7 @@ _QUERIES = dict(re.findall(r"^-- name: (\w+)\n(.*?)(?=^-- name: |\Z)", (_HERE / 
 class Kpi:
     key: str  # data-kpi
     title: str
-    kind: str  # the object type whose colour the tile wears
+    activity: str  # the tile wears the colour of this activity's object type
     value: float | None
     unit: str  # "%" (value is a fraction), "days" or "hours"
     sub: str  # plain text, escaped when rendered
@@ -62,11 +63,16 @@ class ReportData:
     discount_reps: pl.DataFrame
     discount_quotes: pl.DataFrame
     quality: pl.DataFrame
+    # (object type, what the report calls it) of the object model's case and member tables, in declaration order:
+    # each has a colour on the map, the tiles and the variants.
+    kinds: tuple[tuple[str, str], ...] = ()
 
 
 def write_report(settings: Settings, out: Path) -> Path:
     _, _, db = outputs(settings)
-    page = render(load(db)).encode("utf-8")
+    model = load_tables(settings.tables_file)
+    kinds = tuple((t.name, t.label) for t in model.modelled if t.role != "context")
+    page = render(replace(load(db), kinds=kinds)).encode("utf-8")
     return atomic_write(out, lambda handle: handle.write(page))  # the old report or the new one, never half
 
 
@@ -123,33 +129,35 @@ def _pct(x: object, digits: int = 1) -> str:
 
 def _kpis(k: dict[str, Any]) -> list[Kpi]:
     return [
-        Kpi("lead_conversion_rate", "Lead conversion", "lead", k["conversion_rate"], "%",
+        Kpi("lead_conversion_rate", "Lead conversion", "Lead Captured", k["conversion_rate"], "%",
             f"qualified, of {_int(k['conversion_leads'])} leads · {_pct(k['conversion_won'])} end in a won deal"),
-        Kpi("lead_to_opportunity_median_days", "Lead → opportunity", "lead", k["lead_to_opportunity_days"], "days",
+        Kpi("lead_to_opportunity_median_days", "Lead → opportunity", "Lead Captured", k["lead_to_opportunity_days"],
+            "days",
             f"median · p90 {_dec(k['lead_to_opportunity_p90'])} d · {_int(k['lead_to_opportunity_n'])} "
             "opportunities from leads"),
-        Kpi("sales_cycle_median_days", "Sales cycle", "opportunity", k["sales_cycle_days"], "days",
+        Kpi("sales_cycle_median_days", "Sales cycle", "Opportunity Created", k["sales_cycle_days"], "days",
             f"median, created → closed · won {_dec(k['sales_cycle_won'])} d, lost {_dec(k['sales_cycle_lost'])} d "
             f"· {_int(k['sales_cycle_n'])} closed"),
-        Kpi("quote_approval_median_hours", "Quote approval", "quote", k["approval_hours"], "hours",
+        Kpi("quote_approval_median_hours", "Quote approval", "Quote Created", k["approval_hours"], "hours",
             f"median, created → activated · above policy {wait(k['approval_above'])}, no discount "
             f"{wait(k['approval_none'])}"),
-        Kpi("discount_above_policy_share", "Discount vs policy", "quote", k["discount_share"], "%",
+        Kpi("discount_above_policy_share", "Discount vs policy", "Discount Applied", k["discount_share"], "%",
             f"{_int(k['discount_above'])} of {_int(k['discount_quotes'])} quotes above the "
             f"{_dec(k['policy_pct'], 0)}% policy"),
-        Kpi("rework_share", "Rework", "opportunity", k["rework_share"], "%",
+        Kpi("rework_share", "Rework", "Opportunity Created", k["rework_share"], "%",
             f"{_int(k['rework_cases'])} of {_int(k['opportunities'])} opportunities revised a quote, went back a "
             "stage or reopened"),
-        Kpi("quote_to_order_median_days", "Quote → order", "salesorder", k["quote_to_order_days"], "days",
+        Kpi("quote_to_order_median_days", "Quote → order", "Sales Order Created", k["quote_to_order_days"], "days",
             f"median, quote accepted → order · p90 {_dec(k['quote_to_order_p90'])} d · "
             f"{_int(k['quote_to_order_n'])} orders"),
-        Kpi("order_fulfilment_median_days", "Order fulfilment", "salesorder", k["fulfilment_days"], "days",
+        Kpi("order_fulfilment_median_days", "Order fulfilment", "Order Fulfilled", k["fulfilment_days"], "days",
             f"median, order → fulfilled · {_int(k['fulfilment_fulfilled'])} of {_int(k['fulfilment_orders'])} "
             f"fulfilled, {_int(k['fulfilment_canceled'])} canceled"),
-        Kpi("fulfilment_to_invoice_median_days", "Fulfilment → invoice", "invoice", k["invoicing_days"], "days",
+        Kpi("fulfilment_to_invoice_median_days", "Fulfilment → invoice", "Invoice Created", k["invoicing_days"],
+            "days",
             f"median · {_int(k['invoicing_n'])} orders invoiced, {_int(k['invoicing_missing'])} fulfilled but not "
             "invoiced"),
-        Kpi("dso_median_days", "Invoice → payment", "invoice", k["dso_days"], "days",
+        Kpi("dso_median_days", "Invoice → payment", "Payment Received", k["dso_days"], "days",
             f"median days to pay · amount-weighted {_dec(k['dso_weighted'])} d · {_pct(k['dso_late'], 0)} of "
             f"{_int(k['dso_paid'])} paid late"),
     ]
@@ -157,12 +165,15 @@ def _kpis(k: dict[str, Any]) -> list[Kpi]:
 
 def render(data: ReportData) -> str:
     kinds = dict(data.activities.select("activity", "object_type").iter_rows())
+    known = [kind for kind, _ in data.kinds]
     sections = [
         _header(data),
-        '<section class="kpis" aria-label="Key figures">' + "".join(_tile(i, k) for i, k in enumerate(data.kpis, 1))
+        '<section class="kpis" aria-label="Key figures">'
+        + "".join(_tile(i, k, kind_class(kinds.get(k.activity), known)) for i, k in enumerate(data.kpis, 1))
         + "</section>",
         _map_section(data),
-        _card("variants", "Top variants", _variant_note(data.variants), _variants(data.variants, kinds), wide=True),
+        _card("variants", "Top variants", _variant_note(data.variants),
+              _variants(data.variants, {a: kind_class(kind, known) for a, kind in kinds.items()}), wide=True),
         _card("discounts", "Discounts against policy",
               f"A quote is above policy when its discount exceeds {_dec(data.header['policy_pct'], 0)}%. Every "
               "revision of a quote counts; the share is of each rep's quotes.",
@@ -175,7 +186,8 @@ def render(data: ReportData) -> str:
         "l2c.duckdb · all times UTC</footer>",
     ]
     template = Template((_HERE / "report.html").read_text("utf-8"))
-    return template.substitute(title="Lead-to-cash process report", css=(_HERE / "report.css").read_text("utf-8"),
+    css = (_HERE / "report.css").read_text("utf-8").replace("/* kinds */\n", kind_css(known))
+    return template.substitute(title="Lead-to-cash process report", css=css,
                                script=(_HERE / "report.js").read_text("utf-8"), body="\n".join(sections))
 
 
@@ -196,13 +208,13 @@ def _header(data: ReportData) -> str:
             f'<div class="stats">{chips}</div></header>')
 
 
-def _tile(step: int, k: Kpi) -> str:
+def _tile(step: int, k: Kpi, kind: str) -> str:
     raw = "" if _missing(k.value) else repr(float(k.value))  # type: ignore[arg-type]
     if k.unit == "%":
         number, unit = _pct(k.value)[:-1] if not _missing(k.value) else "–", "%"
     else:
         number, unit = _dec(k.value), k.unit
-    return (f'<article class="kpi k-{k.kind}" data-kpi="{k.key}" data-value="{raw}">'
+    return (f'<article class="kpi {kind}" data-kpi="{k.key}" data-value="{raw}">'
             f'<p class="kpi-title"><span class="kpi-step">{step:02d}</span>{escape(k.title)}</p>'
             f'<p class="kpi-value">{number}<span class="kpi-unit{" pct" if unit == "%" else ""}">{unit}</span></p>'
             f'<p class="kpi-sub">{escape(k.sub)}</p></article>')
@@ -226,11 +238,12 @@ def _map_section(data: ReportData) -> str:
             f"{hidden_edges} rarer transitions hidden</span>.")
     if hidden:
         note += " Not shown: " + ", ".join(escape(a) for a in hidden) + "."
-    legend = "".join(f'<span class="key k-{k}"><i></i>{label}</span>' for k, label in zip(
-        KINDS, ("Lead", "Opportunity", "Quote", "Sales order", "Invoice"), strict=True))
+    known = [kind for kind, _ in data.kinds]
+    legend = "".join(f'<span class="key {kind_class(kind, known)}"><i></i>{escape(label)}</span>'
+                     for kind, label in data.kinds)
     legend += ('<span class="key edge"><i></i>Transition: count · median wait</span>'
                '<span class="key edge back"><i></i>Back in the flow (loop, rework)</span>')
-    svg = process_map(shown, data.transitions, int(data.header["cases"] or 0))
+    svg = process_map(shown, data.transitions, int(data.header["cases"] or 0), known)
     side = (_card("slowest", "Slowest transitions", f"By median wait, of those seen at least {SLOW_MIN_SUPPORT} "
                   "times.", _slowest(data.slowest), tag="h3")
             + _card("rework", "Rework", "Opportunities that went back: a revised quote, an earlier stage, a reopen.",
@@ -263,10 +276,10 @@ def _variant_note(variants: pl.DataFrame) -> str:
             f"they cover {_pct(top['cumulative_share'])} of cases. Duration: first to last event, median.")
 
 
-def _variants(variants: pl.DataFrame, kinds: dict[str, str]) -> str:
+def _variants(variants: pl.DataFrame, classes: dict[str, str]) -> str:
     rows = []
     for v in variants.iter_rows(named=True):
-        chips = "".join(f'<li class="chip k-{kinds.get(a) if kinds.get(a) in KINDS else "other"}">{escape(a)}</li>'
+        chips = "".join(f'<li class="chip {classes.get(a, kind_class(None, []))}">{escape(a)}</li>'
                         for a in v["variant"].split(" -> "))
         rows.append(f'<tr data-variant-rank="{v["rank"]}"><td class="rank">{v["rank"]}</td>'
                     f'<td><ol class="trace">{chips}</ol></td><td class="num">{_int(v["cases"])}</td>'

@@ -12,6 +12,7 @@ long edges are straightened where there is room; edges are vertical-tangent cubi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
 
@@ -26,7 +27,21 @@ _BOLD = (
     611, 556, 611, 556, 333, 611, 611, 278, 278, 556, 278, 889, 611, 611, 611, 611, 389, 556, 333, 611, 556, 778,
     556, 556, 500, 389, 280, 389, 584,
 )
-KINDS = ("lead", "opportunity", "quote", "salesorder", "invoice")  # object types with a colour; others: "other"
+# The colours (stroke, tint) of the object model's case and member tables, in their declaration order (the
+# default model: lead, opportunity, quote, sales order, invoice, then a custom table's); others wear "other".
+PALETTE = (("#0e7490", "#e0f5fa"), ("#2563eb", "#e3ecfd"), ("#7c3aed", "#efe9fe"), ("#c2410c", "#fdeee3"),
+           ("#15803d", "#e3f5e9"), ("#b45309", "#fdf3e1"), ("#be185d", "#fce7f1"), ("#0f766e", "#ddf4f1"))
+
+
+def kind_class(kind: str | None, kinds: Sequence[str]) -> str:
+    """The CSS class of an object type: its own (`kind_css`) when the model colours it, else "k-other"."""
+    return f"k-{kind}" if kind in kinds[:len(PALETTE)] else "k-other"
+
+
+def kind_css(kinds: Sequence[str]) -> str:
+    """One colour rule per coloured object type (the first len(PALETTE) of `kinds`)."""
+    coloured = zip(kinds[:len(PALETTE)], PALETTE[:len(kinds)], strict=True)
+    return "".join(f".k-{kind} {{ --c: {stroke}; --t: {tint}; }}\n" for kind, (stroke, tint) in coloured)
 
 NODE_H, LABEL_H, RANK_GAP, MARGIN = 42.0, 14.0, 15.0, 16.0
 NAME_PX, COUNT_PX, LABEL_PX = 12.5, 11.0, 10.5
@@ -332,7 +347,7 @@ _DEFS = "".join(
     for marker, head in (("pm-arrow", "pm-head"), ("pm-arrow-back", "pm-head-back")))
 
 
-def process_map(activities: pl.DataFrame, transitions: pl.DataFrame, all_cases: int) -> str:
+def process_map(activities: pl.DataFrame, transitions: pl.DataFrame, all_cases: int, kinds: Sequence[str] = ()) -> str:
     """The <svg id="process-map"> of the activities (activity, events, cases, position, object_type) and the
     transitions to draw between them; every name from the data is escaped."""
     if activities.is_empty():
@@ -370,7 +385,8 @@ def process_map(activities: pl.DataFrame, transitions: pl.DataFrame, all_cases: 
         out.append(_edge(e, d, stroke(e.count), x0 + LOOP_W + 4, cy + 3.5))
     for name, box in boxes.items():
         object_type, events, cases = info[name]
-        out.append(_node(box, object_type, events, cases, lay.tops[box.rank], top_events, all_cases))
+        out.append(_node(box, kind_class(object_type, kinds), events, cases, lay.tops[box.rank], top_events,
+                         all_cases))
     out.append("</svg>")
     return "\n".join(out)
 
@@ -387,13 +403,12 @@ def _edge(e: _Edge, d: str, width: float, label_x: float, label_y: float) -> str
             f'<tspan class="pm-n">{e.count:,}</tspan> · {escape(wait(e.median_hours))}</text></g>')
 
 
-def _node(box: _Vertex, object_type: str | None, events: int, cases: int, top: float, top_events: int,
-          all_cases: int) -> str:
+def _node(box: _Vertex, kind: str, events: int, cases: int, top: float, top_events: int, all_cases: int) -> str:
     name = box.activity or ""
     x, w = box.x - box.left, box.left * 2
     room = w - 16  # the text's width may not exceed this (see data-fit in report.js)
     title = f"{name}: {events:,} events in {cases:,} cases ({cases / max(all_cases, 1):.1%} of cases)"
-    return (f'<g class="pm-node k-{object_type if object_type in KINDS else "other"}" '
+    return (f'<g class="pm-node {kind}" '
             f'data-activity="{escape(name)}" data-count="{events}" data-cases="{cases}">'
             f"<title>{escape(title)}</title>"
             f'<rect x="{x:.1f}" y="{top:.1f}" width="{w:.1f}" height="{NODE_H:.0f}" rx="7"/>'

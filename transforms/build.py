@@ -27,10 +27,10 @@ import polars as pl
 
 from config.activities import Rule, load_activities
 from config.settings import Settings
-from config.tables import load_tables
+from config.tables import TablesConfig, load_tables
 from connector.lake import LINEAGE, ROW, Lake
 from connector.lock import RunLock
-from connector.metadata import user_local_dates
+from connector.metadata import primary_ids, user_local_dates
 from connector.state import StateStore
 from ground.files import (
     OUTPUT_PARQUET,
@@ -52,16 +52,13 @@ from transforms.build_state import (
     next_generation,
     touched_objects,
 )
-from transforms.cases import case_accounts, case_map
+from transforms.cases import attribute_context, case_map, context_cases
 from transforms.eventlog import build
 from transforms.events import OP_DELETE, events_from_audit
 from transforms.incremental import OBJECT, replace_cases, replace_objects, touched_cases
-from transforms.ocel import all_versions
+from transforms.ocel import all_versions, object_types
 from transforms.outputs import CASES, DATABASE, EVENT_LOG, OBJECTS, state_dir
 from transforms.snapshot import Among, combine, events_from_record_dates, events_from_snapshots, only
-
-PRIMARY_KEYS = {"lead": "leadid", "opportunity": "opportunityid", "quote": "quoteid", "salesorder": "salesorderid",
-                "invoice": "invoiceid", "account": "accountid", "systemuser": "systemuserid"}
 
 Schema = dict[str, pl.DataType | type[pl.DataType]]
 AUDIT_SCHEMA: Schema = {"auditid": pl.Utf8, "createdon": pl.Datetime("us", "UTC"), "operation": pl.Int32,
@@ -113,25 +110,42 @@ class LakeInputs:
     audit: pl.LazyFrame
     details: pl.LazyFrame
     history: dict[str, pl.LazyFrame]  # every landed version of each rule's table
+    model: TablesConfig  # the object model (config/tables.toml)
+    keys: dict[str, str]  # the primary key of each table of the model
     notes: dict[str, pl.LazyFrame] = field(default_factory=dict)  # per table, values landed converted (quality)
+
+    def users(self) -> pl.LazyFrame:
+        """(user_id, resource) of the users who act, by the model's user table and name column."""
+        table = self.model.model.users
+        return self.records[table].select(pl.col(self.keys[table]).alias("user_id"),
+                                          pl.col(self.model.model.user_name).alias("resource"))
 
     def events(self, objects: pl.LazyFrame | None = None, how: Among = "semi") -> pl.LazyFrame:
         """The events of all three paths, each fact once; only those of `objects` (object_type, object_id)
         when given, or with how="anti" of every other record. Audit wins; snapshot_diff and record_dates fill
         in where the audit is missing."""
-        newest = {name: only(frame, name, PRIMARY_KEYS[name], objects, how) for name, frame in self.records.items()}
+        newest = {name: only(frame, name, self.keys[name], objects, how) for name, frame in self.records.items()}
         return combine(
             events_from_audit(_of(self.audit, "_objectid_value", objects, how),
                               _of(self.details, "objectid", objects, how), self.rules),
-            events_from_snapshots(self.history, self.rules, objects, how),
-            events_from_record_dates(newest, self.rules))
+            events_from_snapshots(self.history, self.rules, self.keys, objects, how),
+            events_from_record_dates(newest, self.rules, self.keys))
+
+
+def primary_keys(settings: Settings, tables: TablesConfig) -> dict[str, str]:
+    """The primary key of every table of the object model, from the org's metadata (the extract's cache); a table
+    the cache does not know (none landed yet) has Dataverse's usual one, its logical name + "id"."""
+    known = primary_ids(StateStore(settings.data_dir).directory)
+    return {t.name: known.get(t.name, f"{t.name}id") for t in tables.modelled}
 
 
 def read_lake(settings: Settings) -> LakeInputs:
     tables = load_tables(settings.tables_file)
+    tables.model  # noqa: B018 - the transform needs the object model: a ConfigError that says so when absent
     rules = load_activities(settings.activity_map, tables)
     lake = Lake(settings.data_dir)
-    records = {name: newest_versions(lake, name, pk) for name, pk in PRIMARY_KEYS.items()}
+    keys = primary_keys(settings, tables)
+    records = {name: newest_versions(lake, name, pk) for name, pk in keys.items()}
     # The columns the transforms read, chosen before the dedupe (which would otherwise compare whole rows).
     audit, details = (distinct(lake.scan(table).select(list(schema)), "auditid") if lake.has_rows(table)
                       else pl.LazyFrame(schema=schema)
@@ -139,11 +153,11 @@ def read_lake(settings: Settings) -> LakeInputs:
     history = {name: lake.scan(name) for name in sorted({rule.table for rule in rules}) if lake.has_rows(name)}
     deletes = audit.filter(pl.col("operation") == OP_DELETE).select("auditid")
     landed = {name: lake.scan(name).filter(pl.col("_op") == "upsert").drop(*LINEAGE, ROW, strict=False)
-              for name in PRIMARY_KEYS if lake.has_rows(name)}
-    notes = {name: lake.scan_notes(name) for name in (*PRIMARY_KEYS, "audit") if lake.pages(name, ("notes",))}
+              for name in keys if lake.has_rows(name)}
+    notes = {name: lake.scan_notes(name) for name in (*keys, "audit") if lake.pages(name, ("notes",))}
     return LakeInputs(records, details.join(deletes, on="auditid", how="semi"), landed,
                       {rule.name for rule in rules if rule.trigger == "created"}, rules, audit, details, history,
-                      notes)
+                      tables, keys, notes)
 
 
 @contextmanager
@@ -221,20 +235,20 @@ def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_P
         return _result(data_dir, previous, out, mode="unchanged")
     make_dirs(state_dir(data_dir))
     with records_on_disk(read_lake(settings), state_dir(data_dir)) as inputs:
-        cases_of = case_map(inputs.records, inputs.deleted_details).collect()
+        cases_of = case_map(inputs.records, inputs.deleted_details, inputs.model, inputs.keys).collect()
         if previous is not None and new is not None:
             event_count, case_count, orphans, recomputed = _build_incremental(
-                inputs, cases_of, previous, touched_objects(data_dir, new), out, users_path)
+                inputs, cases_of, previous, touched_objects(data_dir, new, inputs.keys), out, users_path)
             mode = "incremental"
         else:
             event_count, case_count, orphans = _build_full(inputs, cases_of, out, users_path, cases_per_part)
             mode, recomputed = "full", case_count
         issues = quality.quality_issues(pl.scan_parquet(out["event_log"]), inputs.records, orphans,
-                                        keys=PRIMARY_KEYS, landed=inputs.landed, audit=inputs.audit,
+                                        keys=inputs.keys, landed=inputs.landed, audit=inputs.audit,
                                         details=inputs.details, created_activities=inputs.created_activities,
                                         user_local_dates=user_local_dates(StateStore(data_dir).directory),
                                         notes=inputs.notes)
-        beside = {**analysis_tables(inputs.records), "quality_issues": issues}
+        beside = {**analysis_tables(inputs.records, inputs.model), "quality_issues": issues}
     counts = quality.counts(issues)
     state = TransformState(stamp, pages, generation, event_count, case_count, orphans.height, counts,
                            tables=sorted(beside))
@@ -250,8 +264,7 @@ def _build_full(inputs: LakeInputs, cases_of: pl.DataFrame, out: dict[str, Path]
     with (OutputParts(out["event_log"]) as log_out, OutputParts(out["cases"]) as cases_out,
           OutputParts(users_path) as users_out):
         for part, how in _parts(cases_of, cases_per_part):
-            built = build(inputs.events(part, how), inputs.records, inputs.deleted_details,
-                          inputs.records["systemuser"], cases_of.lazy())
+            built = build(inputs.events(part, how), inputs.records, inputs.users(), cases_of.lazy(), inputs.model)
             log_out.write(built.log)
             cases_out.write(built.cases)
             users_out.write(built.users)
@@ -266,10 +279,12 @@ def _build_incremental(inputs: LakeInputs, cases_of: pl.DataFrame, previous: Tra
     """The cases that `touched` records (with new raw rows) touch, recomputed, and every other case's rows
     streamed over from the previous files: (events, cases, orphan events, cases recomputed)."""
     data_dir = out["event_log"].parent
+    context = touched.lazy().filter(pl.col("object_type").is_in(attribute_context(inputs.model)))
     cases, objects = touched_cases(touched.lazy(), previous.frame(data_dir, "case_map").lazy(), cases_of.lazy(),
-                                   previous.frame(data_dir, "event_users").lazy(), case_accounts(inputs.records))
-    built = build(inputs.events(objects.lazy()), inputs.records, inputs.deleted_details,
-                  inputs.records["systemuser"], cases_of.lazy())
+                                   previous.frame(data_dir, "event_users").lazy(),
+                                   context_cases(inputs.records, cases_of.lazy(), context, inputs.model, inputs.keys),
+                                   inputs.model.model.users)
+    built = build(inputs.events(objects.lazy()), inputs.records, inputs.users(), cases_of.lazy(), inputs.model)
     strays = built.log.join(cases, on="case_id", how="anti")
     assert strays.is_empty(), f"recomputed events outside the touched cases: {strays.head(3)}"
     event_count = _sink(replace_cases(pl.scan_parquet(out["event_log"]), built.log, cases), out["event_log"])
@@ -327,8 +342,10 @@ def object_versions(settings: Settings) -> dict[str, Path]:
         inputs = read_lake(settings)
         directory = state_dir(settings.data_dir)
         make_dirs(directory)
+        names = {table: frame.collect_schema().names() for table, frame in inputs.landed.items()}
+        types = object_types(inputs.model, inputs.keys, names)
         written = {table: write_output(frame, directory / f"{OBJECTS}{table}.parquet")
-                   for table, frame in all_versions(inputs.landed, inputs.deleted_details).items()}
+                   for table, frame in all_versions(inputs.landed, inputs.deleted_details, types).items()}
         for stale in set(directory.glob(f"{OBJECTS}*.parquet")) - set(written.values()):
             stale.unlink()
     return written

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def table_of(page: str) -> str:
     return page.split("/")[1]
 
 
-def touched_objects(data_dir: Path, pages: list[str]) -> pl.DataFrame:
+def touched_objects(data_dir: Path, pages: list[str], keys: Mapping[str, str]) -> pl.DataFrame:
     """(object_type, object_id) of every record the given raw pages carry rows of (audit rows by their object)."""
     parts = [pl.DataFrame(schema={"object_type": pl.Utf8, "object_id": pl.Utf8})]
     for page in pages:
@@ -125,7 +126,7 @@ def touched_objects(data_dir: Path, pages: list[str]) -> pl.DataFrame:
         elif table == "audit_details":
             kind, key = "objecttypecode", "objectid"
         else:
-            kind, key = "", f"{table}id"  # Dataverse's primary key: the table's logical name + "id"
+            kind, key = "", keys.get(table, f"{table}id")  # a table outside the object model: Dataverse's usual key
         if key not in names or (kind and kind not in names):
             continue
         frame = pl.read_parquet(path, columns=[key, kind] if kind else [key])

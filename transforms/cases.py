@@ -1,125 +1,188 @@
-"""Which case each lead-to-cash record belongs to, and the case's attributes.
+"""Which case each record belongs to, and the case's attributes, as the object model declares them.
 
-The opportunity is the case. A lead joins the opportunity that originated from it (the earliest, if a lead
-was qualified more than once); quotes and sales orders join through their opportunity; an invoice through
-its opportunity or, when that link is empty, through its sales order's opportunity. A lead that never became
-an opportunity is a case of its own (case_type "lead"). Links come from the newest version of each record
-ever landed, and, for a record deleted before any run saw it, from the old values of its audit Delete row.
+The object model (config/tables.toml, `config.tables`) names the case table (its records are the cases) and, for
+every member table, the ways a record finds its case (`case_via`), tried in order: its lookup to a case record,
+its lookup to another member record whose case it takes, or the first record of another table (by a column,
+then its key) whose lookup points at it. A member that reaches no case is a case of its own when the model says
+so (`own_case`, e.g. a lead never qualified); otherwise it belongs to no case. Lookups come from the newest
+version of each record ever landed and, for a record deleted before any run saw it, from the old values of its
+audit Delete row. The case attributes are the model's SQL queries (polars SQL) over the newest records. Pure
+polars; `keys` names each table's primary key.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
+
 import polars as pl
 
-LINK_SCHEMA = {"object_type": pl.Utf8, "object_id": pl.Utf8, "opportunity_id": pl.Utf8,
-               "salesorder_id": pl.Utf8, "lead_id": pl.Utf8}
+from config.tables import TableConfig, TablesConfig, Via
+from ground.errors import ConfigError
+
+OBJECT = ["object_type", "object_id"]
 CASE_SCHEMA = {"object_type": pl.Utf8, "object_id": pl.Utf8, "case_id": pl.Utf8, "case_type": pl.Utf8}
+# The case columns of the event log (CONTRACT.md) and their types, besides case_id and case_type.
+ATTRIBUTES: dict[str, pl.DataType | type[pl.DataType]] = {
+    "owner": pl.Utf8, "outcome": pl.Utf8, "amount": pl.Decimal(38, 4), "currency": pl.Utf8, "stage": pl.Utf8,
+    "account": pl.Utf8, "lead_source": pl.Utf8, "region": pl.Utf8}
 
 
-def _col(frame: pl.LazyFrame, name: str) -> pl.Expr:
-    return pl.col(name) if name in frame.collect_schema().names() else pl.lit(None, pl.Utf8)
+def lookup_column(names: list[str], logical: str) -> str:
+    """A declared column's name in the lake: `_<name>_value` for a lookup, else as is."""
+    return f"_{logical}_value" if f"_{logical}_value" in names else logical
 
 
-def links(records: dict[str, pl.LazyFrame], deleted_details: pl.LazyFrame) -> pl.LazyFrame:
-    """object -> (opportunity, sales order, originating lead) from the rows, completed by Delete details."""
+def _lookups(model: TablesConfig) -> list[str]:
+    """The lake names of every lookup a case_via step follows from the record itself."""
+    return sorted({f"_{via.lookup}_value" for t in model.modelled for via in t.case_via if via.from_ is None})
+
+
+def links(records: Mapping[str, pl.LazyFrame], deleted_details: pl.LazyFrame, model: TablesConfig,
+          keys: Mapping[str, str]) -> pl.LazyFrame:
+    """object -> the value of each lookup a case_via step follows, from the rows, completed by Delete details."""
+    columns = _lookups(model)
+    schema = {"object_type": pl.Utf8, "object_id": pl.Utf8, **dict.fromkeys(columns, pl.Utf8)}
     parts = []
-    for table, key in (("lead", "leadid"), ("opportunity", "opportunityid"), ("quote", "quoteid"),
-                       ("salesorder", "salesorderid"), ("invoice", "invoiceid")):
-        frame = records.get(table)
-        if frame is None:
+    for table in model.modelled:
+        frame = records.get(table.name)
+        if frame is None or table.role == "context":
             continue
+        names = frame.collect_schema().names()
         parts.append(frame.select(
-            pl.lit(table).alias("object_type"), pl.col(key).alias("object_id"),
-            (pl.col(key) if table == "opportunity" else _col(frame, "_opportunityid_value")).alias("opportunity_id"),
-            _col(frame, "_salesorderid_value").alias("salesorder_id"),
-            _col(frame, "_originatingleadid_value").alias("lead_id"),
-        ))
-    from_rows = pl.concat(parts, how="vertical_relaxed") if parts else pl.LazyFrame(schema=LINK_SCHEMA)
+            pl.lit(table.name).alias("object_type"), pl.col(keys[table.name]).alias("object_id"),
+            *((pl.col(c) if c in names else pl.lit(None, pl.Utf8)).alias(c) for c in columns)))
+    from_rows = pl.concat(parts, how="vertical_relaxed") if parts else pl.LazyFrame(schema=schema)
     old = pl.col("old_values")
-    from_deletes = deleted_details.select(
+    members = [t.name for t in model.modelled if t.role != "context"]
+    from_deletes = deleted_details.filter(pl.col("objecttypecode").is_in(members)).select(
         pl.col("objecttypecode").alias("object_type"), pl.col("objectid").alias("object_id"),
-        old.str.json_path_match("$._opportunityid_value").alias("opportunity_id"),
-        old.str.json_path_match("$._salesorderid_value").alias("salesorder_id"),
-        old.str.json_path_match("$._originatingleadid_value").alias("lead_id"),
-    )
+        *(old.str.json_path_match(f"$.{c}").alias(c) for c in columns))
     # Rows win over audit details where both know a record.
-    return pl.concat([from_rows.cast(LINK_SCHEMA), from_deletes.cast(LINK_SCHEMA)],  # type: ignore[arg-type]
-                     how="vertical").unique(["object_type", "object_id"], keep="first", maintain_order=True)
+    return pl.concat([from_rows.cast(schema), from_deletes.cast(schema)],  # type: ignore[arg-type]
+                     how="vertical").unique(OBJECT, keep="first", maintain_order=True)
 
 
-def case_of(link: pl.LazyFrame, opportunities_created: pl.LazyFrame) -> pl.LazyFrame:
-    """object -> (case_id, case_type). `opportunities_created` has opportunityid, originating lead, createdon."""
-    lead_case = (opportunities_created.filter(pl.col("lead_id").is_not_null())
-                 .sort("createdon", "opportunityid").unique("lead_id", keep="first", maintain_order=True)
-                 .select("lead_id", pl.col("opportunityid").alias("lead_opportunity")))
-    order_opportunity = link.filter(pl.col("object_type") == "salesorder").select(
-        pl.col("object_id").alias("salesorder_id"), pl.col("opportunity_id").alias("order_opportunity"))
-    joined = (link.join(order_opportunity, on="salesorder_id", how="left")
-              .join(lead_case, left_on="object_id", right_on="lead_id", how="left"))
-    opportunity = (
-        pl.when(pl.col("object_type") == "lead").then(pl.col("lead_opportunity"))
-        .when(pl.col("object_type") == "invoice").then(pl.coalesce("opportunity_id", "order_opportunity"))
-        .otherwise(pl.col("opportunity_id"))
-    )
-    lead_alone = (pl.col("object_type") == "lead") & opportunity.is_null()
-    return joined.select(
-        "object_type", "object_id",
-        pl.when(lead_alone).then(pl.col("object_id")).otherwise(opportunity).alias("case_id"),
-        pl.when(lead_alone).then(pl.lit("lead"))
-        .when(opportunity.is_not_null()).then(pl.lit("opportunity")).otherwise(pl.lit(None, pl.Utf8))
-        .alias("case_type"),
-    )
+def case_map(records: Mapping[str, pl.LazyFrame], deleted_details: pl.LazyFrame, model: TablesConfig,
+             keys: Mapping[str, str]) -> pl.LazyFrame:
+    """Every record of the case and member tables -> its (case_id, case_type); both null for a record that reaches
+    no case."""
+    case_table = model.model.table
+    link = links(records, deleted_details, model, keys)
+    resolved: dict[str, pl.LazyFrame] = {}  # table -> (object_id, case_id) found through its case_via
+
+    def case_of(table: TableConfig) -> pl.LazyFrame:
+        """(object_id, case_id) of the table's records, case_id null when no step reaches one."""
+        if table.name in resolved:
+            return resolved[table.name]
+        rows = link.filter(pl.col("object_type") == table.name)
+        if table.name == case_table:
+            found = rows.select("object_id", pl.col("object_id").alias("case_id"))
+        else:
+            steps = [_step(rows, via, model, keys, records, case_of) for via in table.case_via]
+            found = rows.select("object_id")
+            for i, step in enumerate(steps):
+                found = found.join(step.rename({"case_id": f"_c{i}"}), on="object_id", how="left")
+            found = found.select("object_id", pl.coalesce([pl.col(f"_c{i}") for i in range(len(steps))] or
+                                                          [pl.lit(None, pl.Utf8)]).alias("case_id"))
+        resolved[table.name] = found
+        return found
+
+    parts = []
+    for table in model.modelled:
+        if table.role == "context":
+            continue
+        found = case_of(table)
+        alone = pl.col("case_id").is_null() & pl.lit(table.own_case)
+        parts.append(found.select(
+            pl.lit(table.name).alias("object_type"), "object_id",
+            pl.when(alone).then(pl.col("object_id")).otherwise(pl.col("case_id")).alias("case_id"),
+            pl.when(alone).then(pl.lit(table.name)).when(pl.col("case_id").is_not_null()).then(pl.lit(case_table))
+            .otherwise(pl.lit(None, pl.Utf8)).alias("case_type")))
+    # In the order of `links` (rows before deleted-only records), as the maps are compared and joined by key.
+    order = link.select(OBJECT).with_row_index("_order")
+    return (pl.concat(parts, how="vertical_relaxed").cast(CASE_SCHEMA)  # type: ignore[arg-type]
+            .join(order, on=OBJECT, how="left").sort("_order").drop("_order"))
 
 
-def case_map(records: dict[str, pl.LazyFrame], deleted_details: pl.LazyFrame) -> pl.LazyFrame:
-    """Every known lead-to-cash record -> its (case_id, case_type); both null for a record that links to no case."""
-    opportunities = records["opportunity"].select(
-        "opportunityid", _col(records["opportunity"], "_originatingleadid_value").alias("lead_id"), "createdon")
-    return case_of(links(records, deleted_details), opportunities)
+Resolver = Callable[[TableConfig], pl.LazyFrame]  # a table -> (object_id, case_id) of its records
 
 
-def case_accounts(records: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
-    """(case_id, account_id): the account whose row gives a case its region (see `attributes`)."""
-    opp, lead = records["opportunity"], records["lead"]
-    return pl.concat([
-        opp.select(pl.col("opportunityid").alias("case_id"), pl.coalesce(
-            _col(opp, "_parentaccountid_value"), _col(opp, "_customerid_value")).alias("account_id")),
-        lead.select(pl.col("leadid").alias("case_id"), _col(lead, "_parentaccountid_value").alias("account_id")),
-    ], how="vertical_relaxed").filter(pl.col("account_id").is_not_null())
+def _step(rows: pl.LazyFrame, via: Via, model: TablesConfig, keys: Mapping[str, str],
+          records: Mapping[str, pl.LazyFrame], resolve: Resolver) -> pl.LazyFrame:
+    """(object_id, case_id) that one case_via step gives the records `rows` (of one table); `resolve` gives
+    another table's cases (recursively, through member tables)."""
+    case_table = model.model.table
+    if via.from_ is None:
+        value = pl.col(f"_{via.lookup}_value")
+        target = via.table or case_table
+        if target == case_table:  # the lookup names the case itself
+            return rows.select("object_id", value.alias("case_id"))
+        other = resolve(_table(model, target))
+        return rows.select("object_id", value.alias("_target")).join(
+            other.rename({"object_id": "_target"}), on="_target", how="left").select("object_id", "case_id")
+    source = records.get(via.from_)
+    if source is None:
+        return rows.select("object_id", pl.lit(None, pl.Utf8).alias("case_id"))
+    pk, names = keys[via.from_], source.collect_schema().names()
+    column = lookup_column(names, via.lookup)
+    order = [via.first, pk] if via.first else [pk]
+    first = (source.filter(pl.col(column).is_not_null()).sort(order)
+             .unique(column, keep="first", maintain_order=True)
+             .select(pl.col(column).alias("object_id"), pl.col(pk).alias("_source")))
+    other = resolve(_table(model, via.from_))
+    return first.join(other.rename({"object_id": "_source"}), on="_source", how="left").select("object_id", "case_id")
 
 
-def attributes(cases: pl.LazyFrame, records: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
-    """One row per case: owner, outcome, amount, currency, lead_source, stage, account, region."""
-    opp, lead, account = records["opportunity"], records["lead"], records.get("account")
-    region = (account.select(pl.col("accountid").alias("_account"), _col(account, "territorycode__label")
-                             .alias("region")) if account is not None else None)
-    sources = lead.select(pl.col("leadid").alias("_lead"), _col(lead, "leadsourcecode__label").alias("lead_source"))
-    won = pl.col("statecode") == 1
-    opp_cases = opp.select(
-        pl.col("opportunityid").alias("case_id"), pl.lit("opportunity").alias("case_type"),
-        _col(opp, "_ownerid_value__label").alias("owner"), _col(opp, "statecode__label").alias("outcome"),
-        pl.when(won).then(pl.coalesce("actualvalue", "estimatedvalue")).otherwise(pl.col("estimatedvalue"))
-        .cast(pl.Decimal(38, 4)).alias("amount"),
-        _col(opp, "_transactioncurrencyid_value__label").alias("currency"),
-        _col(opp, "_originatingleadid_value").alias("_lead"),
-        _col(opp, "salesstage__label").alias("stage"),
-        pl.coalesce(_col(opp, "_parentaccountid_value__label"), _col(opp, "_customerid_value__label")).alias("account"),
-        pl.coalesce(_col(opp, "_parentaccountid_value"), _col(opp, "_customerid_value")).alias("_account"),
-    ).join(sources, on="_lead", how="left").drop("_lead")
-    lead_cases = lead.select(
-        pl.col("leadid").alias("case_id"), pl.lit("lead").alias("case_type"),
-        _col(lead, "_ownerid_value__label").alias("owner"), _col(lead, "statecode__label").alias("outcome"),
-        pl.col("estimatedamount").cast(pl.Decimal(38, 4)).alias("amount"),
-        _col(lead, "_transactioncurrencyid_value__label").alias("currency"),
-        pl.lit(None, pl.Utf8).alias("stage"),
-        pl.coalesce(_col(lead, "_parentaccountid_value__label"), _col(lead, "companyname")).alias("account"),
-        _col(lead, "_parentaccountid_value").alias("_account"),
-        _col(lead, "leadsourcecode__label").alias("lead_source"),
-    )
-    both = pl.concat([opp_cases, lead_cases.select(opp_cases.collect_schema().names())], how="vertical_relaxed")
-    if region is not None:
-        both = both.join(region, on="_account", how="left")
-    else:
-        both = both.with_columns(pl.lit(None, pl.Utf8).alias("region"))
+def _table(model: TablesConfig, name: str) -> TableConfig:
+    found = model.by_name(name)
+    assert found is not None, f"the model was validated: {name} is declared"
+    return found
+
+
+def attributes(cases: pl.LazyFrame, records: Mapping[str, pl.LazyFrame], model: TablesConfig) -> pl.LazyFrame:
+    """One row per case of `cases` (case_id, case_type): the event log's case columns, by the model's queries."""
+    context = pl.SQLContext(frames=dict(records), eager=False)
+    parts = []
+    for case_type, query in model.model.attributes.items():
+        try:
+            found = context.execute(query, eager=False)
+            names = found.collect_schema().names()
+        except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError, pl.exceptions.ColumnNotFoundError,
+                pl.exceptions.InvalidOperationError) as exc:
+            raise ConfigError(f"case.attributes.{case_type}: {str(exc).splitlines()[0]}",
+                              hint="fix the query in the table declarations (L2C_TABLES names the file)") from None
+        parts.append(found.select(
+            pl.col("case_id").cast(pl.Utf8), pl.lit(case_type).alias("case_type"),
+            *((pl.col(c) if c in names else pl.lit(None)).cast(dtype).alias(c) for c, dtype in ATTRIBUTES.items())))
     wanted = cases.select("case_id", "case_type").unique()
-    return wanted.join(both.drop("_account"), on=["case_id", "case_type"], how="left")
+    return wanted.join(pl.concat(parts, how="vertical_relaxed"), on=["case_id", "case_type"], how="left")
+
+
+def attribute_context(model: TablesConfig) -> list[str]:
+    """The context tables the case attribute queries read (named in them): a change to one of their records can
+    change the attributes of the cases that point at it."""
+    text = " ".join(model.model.attributes.values())
+    return [t.name for t in model.modelled if t.role == "context" and re.search(rf"\b{t.name}\b", text)]
+
+
+def context_cases(records: Mapping[str, pl.LazyFrame], cases_of: pl.LazyFrame, ids: pl.LazyFrame,
+                  model: TablesConfig, keys: Mapping[str, str]) -> pl.LazyFrame:
+    """(case_id) of every case one of whose records has a lookup to one of `ids` (object_id of changed records
+    of the `attribute_context` tables, e.g. an account that gives a case its region): such a case may read it."""
+    wanted = ids.select(pl.col("object_id").alias("_id")).unique()
+    parts = []
+    for table in model.modelled:
+        frame = records.get(table.name)
+        if frame is None or table.role == "context":
+            continue
+        names = frame.collect_schema().names()
+        lookups = [c for c in names if c.startswith("_") and c.endswith("_value")]
+        if not lookups:
+            continue
+        hits = (frame.select(pl.col(keys[table.name]).alias("object_id"), pl.concat_list(lookups).alias("_id"))
+                .explode("_id").join(wanted, on="_id", how="semi").select("object_id").unique())
+        parts.append(hits.with_columns(pl.lit(table.name).alias("object_type")))
+    if not parts:
+        return pl.LazyFrame(schema={"case_id": pl.Utf8})
+    return pl.concat(parts, how="diagonal").join(cases_of, on=OBJECT, how="inner").select("case_id")

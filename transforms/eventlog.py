@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 import polars as pl
 
-from transforms.cases import attributes, case_map
+from config.tables import TablesConfig
+from transforms.cases import attributes
 
 LOG_ORDER = ["case_id", "timestamp", "activity", "event_id"]
 COLUMNS = ["event_id", "case_id", "case_type", "activity", "timestamp", "end_timestamp", "resource", "object_type",
@@ -27,25 +28,20 @@ class EventLog(NamedTuple):
     users: pl.DataFrame
 
 
-def build(events: pl.LazyFrame, records: dict[str, pl.LazyFrame], deleted_details: pl.LazyFrame,
-          users: pl.LazyFrame, cases_of: pl.LazyFrame | None = None) -> EventLog:
-    """The event log, its cases, the orphan events and who did each event, from events and the newest landed
-    version of every record.
-
-    `cases_of` is `transforms.cases.case_map(records, deleted_details)` when the caller has it already.
-    """
-    if cases_of is None:
-        cases_of = case_map(records, deleted_details)
+def build(events: pl.LazyFrame, records: dict[str, pl.LazyFrame], users: pl.LazyFrame, cases_of: pl.LazyFrame,
+          model: TablesConfig) -> EventLog:
+    """The event log, its cases, the orphan events and who did each event, from events, the newest landed version
+    of every record, the users (`user_id`, `resource`: their names) and the case map
+    (`transforms.cases.case_map`)."""
     located = events.join(cases_of, on=["object_type", "object_id"], how="left")
-    names = users.select(pl.col("systemuserid").alias("user_id"), pl.col("fullname").alias("resource"))
-    with_ids = located.join(names, on="user_id", how="left").with_columns(
+    with_ids = located.join(users.select("user_id", "resource"), on="user_id", how="left").with_columns(
         # Readable and stable across library versions (a hash function's output is not promised to be).
         pl.concat_str([pl.col("source"), pl.col("source_id"), pl.col("activity")], separator="/").alias("event_id"),
         pl.col("timestamp").alias("end_timestamp"),
     ).collect()  # once: the orphans, the cases, the log and the users all read it
     orphans = with_ids.filter(pl.col("case_id").is_null())
     placed = with_ids.lazy().filter(pl.col("case_id").is_not_null())
-    cases = attributes(placed, records).collect()
+    cases = attributes(placed, records, model).collect()
     log = (placed.join(cases.lazy(), on=["case_id", "case_type"], how="left")
            .select(COLUMNS).sort(LOG_ORDER).collect())
     case_table = (cases.join(log.group_by("case_id").agg(

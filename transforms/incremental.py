@@ -1,11 +1,12 @@
 """Incremental transform: which cases new raw rows touch, and how their recomputed events replace the old ones.
 
 An event depends on its own record's raw rows (its audit rows and details, its landed versions), on the case
-the record belongs to (the case map, i.e. the links between records), on the case's attributes (its
-opportunity or lead row, and the account row that gives its region) and on the names of the users who acted.
-So a case is touched when (1) one of its records gained raw rows, (2) a record moved into or out of it (old
-versus new case map: this catches links another record changed, e.g. a lead whose opportunity just appeared,
-or an invoice whose order moved), (3) its account gained rows, or (4) a user who acted in it gained rows.
+the record belongs to (the case map, i.e. the links between records), on the case's attributes (its case
+record's row, and the context records its attribute query reads, e.g. the account that gives its region) and
+on the names of the users who acted. So a case is touched when (1) one of its records gained raw rows, (2) a
+record moved into or out of it (old versus new case map: this catches links another record changed, e.g. a lead
+whose opportunity just appeared, or an invoice whose order moved), (3) a context record one of its records
+points at gained rows (`transforms.cases.context_cases`), or (4) a user who acted in it gained rows.
 Every event of a touched case is recomputed and replaces the old ones; every other case is kept as it was,
 which is what a full rebuild would give because nothing it depends on changed. Pure polars.
 """
@@ -26,22 +27,22 @@ def moved(old_map: pl.LazyFrame, new_map: pl.LazyFrame) -> pl.LazyFrame:
     return joined.filter(differs).select(OBJECT)
 
 
-def touched_cases(touched: pl.LazyFrame, old_map: pl.LazyFrame, new_map: pl.LazyFrame,
-                  users: pl.LazyFrame, accounts: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def touched_cases(touched: pl.LazyFrame, old_map: pl.LazyFrame, new_map: pl.LazyFrame, users: pl.LazyFrame,
+                  context: pl.LazyFrame, user_table: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(cases to recompute, records to recompute) for `touched` records (object_type, object_id with new raw
-    rows). `users` is the previous build's `EventLog.users`, `accounts` is `transforms.cases.case_accounts`.
+    rows). `users` is the previous build's `EventLog.users`; `context` (case_id) the cases whose records point at
+    a touched context record (`transforms.cases.context_cases`); `user_table` the table of the users who act.
 
     The records to recompute are every record of a touched case under the new map, plus the changed records
     that belong to no case (their events are orphans, recomputed too)."""
     changed = pl.concat([touched.select(OBJECT).cast(OBJECT_SCHEMA),  # type: ignore[arg-type]
                          moved(old_map, new_map).cast(OBJECT_SCHEMA)]).unique()  # type: ignore[arg-type]
-    of_type = {kind: touched.filter(pl.col("object_type") == kind).select(pl.col("object_id"))
-               for kind in ("account", "systemuser")}
+    acted = touched.filter(pl.col("object_type") == user_table).select(pl.col("object_id"))
     cases = pl.concat([
         changed.join(old_map, on=OBJECT, how="inner").select("case_id"),
         changed.join(new_map, on=OBJECT, how="inner").select("case_id"),
-        accounts.join(of_type["account"], left_on="account_id", right_on="object_id", how="semi").select("case_id"),
-        users.join(of_type["systemuser"], left_on="user_id", right_on="object_id", how="semi").select("case_id"),
+        context.select(pl.col("case_id").cast(pl.Utf8)),
+        users.join(acted, left_on="user_id", right_on="object_id", how="semi").select("case_id"),
     ]).drop_nulls().unique().sort("case_id").collect()
     in_cases = new_map.join(cases.lazy(), on="case_id", how="semi").select(OBJECT)
     without_case = changed.join(new_map.filter(pl.col("case_id").is_not_null()), on=OBJECT, how="anti")

@@ -1,29 +1,31 @@
 """Object-centric lead-to-cash (OCEL 2.0, https://www.ocel-standard.org/specification/, arXiv:2403.01975): the
 event log and the lake's records -> events, objects, their attribute values over time and the qualified
-event-to-object (E2O) and object-to-object (O2O) relations, in the spec's relational shape. Object types are
-lead, opportunity, quote, salesorder, invoice, account and systemuser (`OBJECT_TYPES`: each type's key and the
-attributes it shows, read from Dataverse columns), plus any other table a custom rule puts in the log. An object
-is every landed record, every record whose deletion the audit kept although no run landed it (its Delete old
-values stand in for a row), and every object the log names: an event's own record, an opportunity case, the user
-who acted (the log is evidence they existed, so those without a row become objects without attributes). Attribute
-values change over time (the metamodel's object attribute values carry a time): each record's first landed value
-holds from time 0 (the spec's examples use the UNIX epoch for a value known from the start), and every later
-landed version whose value differs from the one before adds a change at that version's modifiedon; a value
-repeated across versions adds nothing, a cleared value is kept as the last one seen. E2O qualifiers: "subject"
-(the record the event happened to), "case" (the opportunity of the case, for events on its leads, quotes, orders
-and invoices), "performed by" (the systemuser behind the event's resource). O2O qualifiers come from the lookups
-in `LINKS`. Every relation points at an existing object: an O2O lookup to a record that is neither landed nor in
-the log, or is not of the lookup's type (a customer that is a contact, an owner that is a team), is dropped.
-Pure polars: frames in, frames out.
+event-to-object (E2O) and object-to-object (O2O) relations, in the spec's relational shape. The object types are
+the tables of the object model (config/tables.toml: each table's `ocel` attributes, read from its columns, and
+relations, from its lookups), plus any other table a custom rule puts in the log. An object is every landed
+record, every record whose deletion the audit kept although no run landed it (its Delete old values stand in for a
+row), and every object the log names: an event's own record, a case's own record, the user who acted (the log is
+evidence they existed, so those without a row become objects without attributes). Attribute values change over
+time (the metamodel's object attribute values carry a time): each record's first landed value holds from time 0
+(the spec's examples use the UNIX epoch for a value known from the start), and every later landed version whose
+value differs from the one before adds a change at that version's modifiedon; a value repeated across versions adds
+nothing, a cleared value is kept as the last one seen. E2O qualifiers: "subject" (the record the event happened
+to), "case" (the case's record, for events on its other records), "performed by" (the user behind the event's
+resource). O2O qualifiers are the model's relations. Every relation points at an existing object: an O2O lookup to
+a record that is neither landed nor in the log, or is not of the relation's type (a customer that is a contact, an
+owner that is a team), is dropped. Pure polars: frames in, frames out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 import polars as pl
+
+from config.tables import Relation, TablesConfig
+from transforms.cases import lookup_column
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME = pl.Datetime("us", "UTC")
@@ -35,61 +37,32 @@ EVENT_ATTRIBUTES = {"resource": "resource", "source": "source"}  # OCEL event at
 SUBJECT, CASE, PERFORMED_BY = "subject", "case", "performed by"
 
 
-class ObjectType(NamedTuple):
-    key: str  # the table's primary key
-    attributes: dict[str, str]  # OCEL attribute -> Dataverse column (skipped when this lake has no such column)
+@dataclass(frozen=True)
+class ObjectType:
+    """An OCEL object type as the object model declares it, in the lake's column names."""
+
+    name: str  # the table
+    key: str  # its primary key
+    attributes: dict[str, str]  # OCEL attribute -> lake column (`x__label` for a label)
+    relations: tuple[tuple[str, Relation], ...]  # (lake column of the lookup, the relation)
 
 
-_RECORD = {"state": "statecode__label", "status": "statuscode__label", "owner": "_ownerid_value__label",
-           "currency": "_transactioncurrencyid_value__label"}
-OBJECT_TYPES: dict[str, ObjectType] = {
-    "lead": ObjectType("leadid", {"name": "fullname", "company": "companyname", "lead_source": "leadsourcecode__label",
-                                  **_RECORD, "estimated_amount": "estimatedamount"}),
-    "opportunity": ObjectType("opportunityid", {
-        "name": "name", "stage": "salesstage__label", **_RECORD, "estimated_value": "estimatedvalue",
-        "actual_value": "actualvalue", "estimated_close": "estimatedclosedate", "discount_pct": "discountpercentage"}),
-    "quote": ObjectType("quoteid", {
-        "number": "quotenumber", "name": "name", "revision": "revisionnumber", **_RECORD,
-        "discount_pct": "discountpercentage", "discount_amount": "discountamount",
-        "line_amount": "totallineitemamount", "total_amount": "totalamount"}),
-    "salesorder": ObjectType("salesorderid", {
-        "number": "ordernumber", "name": "name", **_RECORD, "total_amount": "totalamount", "submitted": "submitdate",
-        "fulfilled": "datefulfilled"}),
-    "invoice": ObjectType("invoiceid", {
-        "number": "invoicenumber", "name": "name", **_RECORD, "total_amount": "totalamount",
-        "payment_terms": "paymenttermscode__label", "due_date": "duedate"}),
-    "account": ObjectType("accountid", {
-        "name": "name", "number": "accountnumber", "region": "territorycode__label",
-        "industry": "industrycode__label", "employees": "numberofemployees", "revenue": "revenue",
-        "country": "address1_country", "state": "statecode__label", "owner": "_ownerid_value__label"}),
-    "systemuser": ObjectType("systemuserid", {"name": "fullname", "title": "title", "disabled": "isdisabled"}),
-}
+def object_types(model: TablesConfig, keys: Mapping[str, str],
+                 names: Mapping[str, list[str]]) -> dict[str, ObjectType]:
+    """Every table of the object model as an OCEL object type; `names` are each table's lake columns (a lookup
+    x is `_x_value` there, a label adds `__label`)."""
+    out = {}
+    for table in model.modelled:
+        have = names.get(table.name, [])
 
+        def column(reference: str, have: list[str] = have) -> str:
+            logical, _, label = reference.partition(".")
+            return lookup_column(have, logical) + ("__label" if label == "label" else "")
 
-class Link(NamedTuple):
-    source: str  # object type holding the lookup
-    column: str  # the lookup column
-    qualifier: str  # reads "source <qualifier> target"
-    target: str  # object type the lookup points at
-
-
-LINKS: tuple[Link, ...] = (
-    Link("opportunity", "_originatingleadid_value", "originated from", "lead"),
-    Link("quote", "_opportunityid_value", "quote for", "opportunity"),
-    Link("salesorder", "_quoteid_value", "ordered from", "quote"),
-    Link("salesorder", "_opportunityid_value", "order for", "opportunity"),
-    Link("invoice", "_salesorderid_value", "bills", "salesorder"),
-    Link("invoice", "_opportunityid_value", "invoice for", "opportunity"),
-    # An opportunity's customer may be a contact; its parent account is then the account (both when they differ).
-    *(Link(kind, column, "customer", "account") for kind, column in (
-        ("opportunity", "_customerid_value"), ("opportunity", "_parentaccountid_value"),
-        ("quote", "_customerid_value"), ("salesorder", "_customerid_value"), ("invoice", "_customerid_value"),
-        ("lead", "_parentaccountid_value"))),
-    *(Link(kind, "_ownerid_value", "owner", "systemuser")
-      for kind in ("lead", "opportunity", "quote", "salesorder", "invoice", "account")),
-)
-# An invoice whose own opportunity lookup is empty belongs to its order's opportunity (as in transforms/cases.py).
-INVOICE_VIA_ORDER = ("bills", "order for", "invoice for")
+        out[table.name] = ObjectType(table.name, keys[table.name],
+                                     {name: column(ref) for name, ref in table.ocel.attributes.items()},
+                                     tuple((column(r.lookup), r) for r in table.ocel.relations))
+    return out
 
 
 @dataclass(frozen=True)
@@ -148,10 +121,10 @@ def attribute_values(rows: pl.LazyFrame, key: str, attributes: dict[str, str]) -
     return pl.concat([initial, *changes], how="diagonal").select(*VALUE_KEYS, *names)
 
 
-def unlanded(deleted: pl.LazyFrame, table: str, landed: pl.LazyFrame) -> pl.LazyFrame:
+def unlanded(deleted: pl.LazyFrame, table: str, key: str, landed: pl.LazyFrame) -> pl.LazyFrame:
     """Records of `table` whose audit Delete row is all a run saw, as rows of `landed`'s columns read from the
     Delete's old values; a label (`x__label`) they never hold is taken from a landed row with the same `x`."""
-    key, schema = OBJECT_TYPES[table].key, landed.collect_schema()
+    schema = landed.collect_schema()
     old = pl.col("old_values")
 
     def parse(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -173,75 +146,96 @@ def unlanded(deleted: pl.LazyFrame, table: str, landed: pl.LazyFrame) -> pl.Lazy
     return rows
 
 
-def versions(landed: pl.LazyFrame, deleted: pl.LazyFrame, table: str) -> pl.DataFrame:
-    """Every version of a table's records in the columns the OCEL tables read (the unlanded deleted records
-    included, one version each), read once: scanning the lake again for every table built from it costs more."""
-    spec = OBJECT_TYPES[table]
-    used = [*spec.attributes.values(), *(link.column for link in LINKS if link.source == table)]
+def versions(landed: pl.LazyFrame, deleted: pl.LazyFrame, spec: ObjectType) -> pl.DataFrame:
+    """Every version of a table's records (the unlanded deleted records included, one version each) in the
+    columns the OCEL tables read, named for them: `ocel_id`, `_version`, `modifiedon`, each attribute whose column
+    this lake has, and `_rel<i>` for the lookup of the type's i-th relation. Read once: scanning the lake again
+    for every table built from it costs more."""
+    used = [*spec.attributes.values(), *(column for column, _ in spec.relations)]
     wanted = [spec.key, "_version", "modifiedon", *used, *(c.removesuffix("__label") for c in used)]
     have = landed.collect_schema().names()
     landed = landed.select(c for c in dict.fromkeys(wanted) if c in have).with_columns(
         pl.lit(None, dtype).alias(c) for c, dtype in (("_version", pl.Int64), ("modifiedon", TIME)) if c not in have)
-    return pl.concat([landed, unlanded(deleted, table, landed)], how="diagonal_relaxed").collect()
+    rows = pl.concat([landed, unlanded(deleted, spec.name, spec.key, landed)], how="diagonal_relaxed")
+    names = rows.collect_schema().names()
+    return rows.select(
+        pl.col(spec.key).alias("ocel_id"), "_version", "modifiedon",
+        *(pl.col(column).alias(name) for name, column in spec.attributes.items() if column in names),
+        *(pl.col(column).alias(f"_rel{i}") for i, (column, _) in enumerate(spec.relations) if column in names),
+    ).collect()
 
 
-def _newest(rows: pl.LazyFrame, key: str) -> pl.LazyFrame:
-    return rows.sort("_version", "modifiedon", nulls_last=False).unique(key, keep="last")
+def all_versions(landed: Mapping[str, pl.LazyFrame], deleted: pl.LazyFrame,
+                 types: Mapping[str, ObjectType]) -> dict[str, pl.DataFrame]:
+    """`versions` of every object type the lake holds: what `build` reads besides the log."""
+    return {name: versions(frame, deleted, spec) for name, spec in types.items()
+            if (frame := landed.get(name)) is not None}
 
 
-def object_links(newest: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
-    """Qualified O2O relations from the lookups of each record's newest version, with the type each lookup points
-    at (`target_type`: a polymorphic lookup, e.g. a customer, may point elsewhere)."""
-    parts = []
-    for link in LINKS:
-        frame = newest.get(link.source)
-        if frame is None or link.column not in frame.collect_schema().names():
+def _newest(rows: pl.LazyFrame) -> pl.LazyFrame:
+    return rows.sort("_version", "modifiedon", nulls_last=False).unique("ocel_id", keep="last")
+
+
+def object_links(newest: Mapping[str, pl.LazyFrame], model: TablesConfig) -> pl.LazyFrame:
+    """Qualified O2O relations from the lookups of each record's newest version (`_rel<i>`), with the type each
+    lookup points at (`target_type`: a polymorphic lookup, e.g. a customer, may point elsewhere). A relation
+    whose lookup is empty and that the model fills `else_through` another relation takes the target of that
+    relation's target's own relation to the same type (an invoice without an opportunity: its order's)."""
+    parts, fills = [], []
+    for table in model.modelled:
+        frame = newest.get(table.name)
+        if frame is None:
             continue
-        parts.append(frame.select(pl.col(OBJECT_TYPES[link.source].key).alias("ocel_source_id"),
-                                  pl.col(link.column).alias("ocel_target_id"),
-                                  pl.lit(link.qualifier).alias("ocel_qualifier"),
-                                  pl.lit(link.target).alias("target_type")))
-    links = (pl.concat(parts) if parts
-             else pl.LazyFrame(schema=dict.fromkeys([*O2O_COLUMNS, "target_type"], pl.Utf8)))
-    links = links.filter(pl.col("ocel_target_id").is_not_null())
-    bills, order_for, invoice_for = INVOICE_VIA_ORDER
-    via_order = (links.filter(pl.col("ocel_qualifier") == bills)
-                 .join(links.filter(pl.col("ocel_qualifier") == order_for), left_on="ocel_target_id",
-                       right_on="ocel_source_id", suffix="_order")
-                 .join(links.filter(pl.col("ocel_qualifier") == invoice_for), on="ocel_source_id", how="anti")
-                 .select("ocel_source_id", pl.col("ocel_target_id_order").alias("ocel_target_id"),
-                         pl.lit(invoice_for).alias("ocel_qualifier"), pl.col("target_type_order").alias("target_type")))
-    return pl.concat([links, via_order])
+        names = frame.collect_schema().names()
+        for i, relation in enumerate(table.ocel.relations):
+            if f"_rel{i}" not in names:
+                continue
+            parts.append(frame.select(pl.lit(table.name).alias("source_type"),
+                                      pl.col("ocel_id").alias("ocel_source_id"),
+                                      pl.col(f"_rel{i}").alias("ocel_target_id"),
+                                      pl.lit(relation.qualifier).alias("ocel_qualifier"),
+                                      pl.lit(relation.target).alias("target_type")))
+            if relation.else_through is not None:
+                fills.append((table.name, relation))
+    schema = dict.fromkeys(["source_type", *O2O_COLUMNS, "target_type"], pl.Utf8)
+    links = (pl.concat(parts) if parts else pl.LazyFrame(schema=schema)).filter(pl.col("ocel_target_id").is_not_null())
+    filled = []
+    for source, relation in fills:
+        own = links.filter((pl.col("source_type") == source) & (pl.col("ocel_qualifier") == relation.qualifier))
+        through = links.filter((pl.col("source_type") == source) & (pl.col("ocel_qualifier") == relation.else_through))
+        onward = links.filter(pl.col("target_type") == relation.target)
+        filled.append(through.join(onward, left_on="ocel_target_id", right_on="ocel_source_id", suffix="_onward")
+                      .join(own, on="ocel_source_id", how="anti")
+                      .select(pl.lit(source).alias("source_type"), "ocel_source_id",
+                              pl.col("ocel_target_id_onward").alias("ocel_target_id"),
+                              pl.lit(relation.qualifier).alias("ocel_qualifier"),
+                              pl.col("target_type_onward").alias("target_type")))
+    return pl.concat([links, *filled]).drop("source_type")
 
 
-def event_links(log: pl.LazyFrame, users: pl.LazyFrame) -> pl.LazyFrame:
-    """E2O relations: the event's own record, its opportunity case, the user who did it."""
+def event_links(log: pl.LazyFrame, users: pl.LazyFrame, case_table: str) -> pl.LazyFrame:
+    """E2O relations: the event's own record, the record its case is (for events on the case's other records),
+    the user who did it."""
     def relation(frame: pl.LazyFrame, target: str, qualifier: str) -> pl.LazyFrame:
         return frame.select(pl.col("event_id").alias("ocel_event_id"), pl.col(target).alias("ocel_object_id"),
                             pl.lit(qualifier).alias("ocel_qualifier"))
 
-    case_of_other = (pl.col("case_type") == "opportunity") & (pl.col("case_id") != pl.col("object_id"))
+    case_of_other = (pl.col("case_type") == case_table) & (pl.col("case_id") != pl.col("object_id"))
     return pl.concat([relation(log, "object_id", SUBJECT), relation(log.filter(case_of_other), "case_id", CASE),
                       relation(users.join(log, on="event_id", how="semi", maintain_order="left"), "user_id",
                                PERFORMED_BY)])
 
 
-def all_versions(landed: dict[str, pl.LazyFrame], deleted: pl.LazyFrame) -> dict[str, pl.DataFrame]:
-    """`versions` of every object type the lake holds: what `build` reads besides the log."""
-    return {table: versions(frame, deleted, table) for table in OBJECT_TYPES
-            if (frame := landed.get(table)) is not None}
-
-
-def build(log: pl.LazyFrame, users: pl.LazyFrame, rows: dict[str, pl.LazyFrame]) -> Ocel:
+def build(log: pl.LazyFrame, users: pl.LazyFrame, rows: Mapping[str, pl.LazyFrame], model: TablesConfig) -> Ocel:
     """The OCEL tables of an event log (event_log.parquet), who did each event (`event_id`, `user_id`) and every
-    version of each object type's records (`all_versions`)."""
+    version of each object type's records (`all_versions`), as the object model declares the types."""
+    case_table, user_table = model.model.table, model.model.users
     named = pl.concat([
-        *(frame.select(pl.col(OBJECT_TYPES[table].key).alias("ocel_id"), pl.lit(table).alias("ocel_type"))
-          for table, frame in rows.items()),
+        *(frame.select("ocel_id", pl.lit(table).alias("ocel_type")) for table, frame in rows.items()),
         log.select(pl.col("object_id").alias("ocel_id"), pl.col("object_type").alias("ocel_type")),
-        log.filter(pl.col("case_type") == "opportunity").select(pl.col("case_id").alias("ocel_id"),
-                                                                 pl.lit("opportunity").alias("ocel_type")),
-        users.select(pl.col("user_id").alias("ocel_id"), pl.lit("systemuser").alias("ocel_type")),
+        log.filter(pl.col("case_type") == case_table).select(pl.col("case_id").alias("ocel_id"),
+                                                               pl.lit(case_table).alias("ocel_type")),
+        users.select(pl.col("user_id").alias("ocel_id"), pl.lit(user_table).alias("ocel_type")),
     ], how="vertical_relaxed").filter(pl.col("ocel_id").is_not_null())
     # Ids are GUIDs, unique across tables; should one repeat, the landed record's type wins.
     objects = named.unique("ocel_id", keep="first", maintain_order=True).sort("ocel_type", "ocel_id").collect()
@@ -249,13 +243,13 @@ def build(log: pl.LazyFrame, users: pl.LazyFrame, rows: dict[str, pl.LazyFrame])
     values: dict[str, pl.DataFrame] = {}
     for kind in objects.get_column("ocel_type").unique().sort():
         ids = objects.lazy().filter(pl.col("ocel_type") == kind).select("ocel_id")
-        frame, spec = rows.get(kind), OBJECT_TYPES.get(kind)
-        if frame is None or spec is None:
+        frame = rows.get(kind)
+        if frame is None:
             known = pl.LazyFrame(schema=dict.fromkeys(VALUE_KEYS, pl.Utf8)).cast({"ocel_time": TIME})
         else:
-            have = frame.collect_schema().names()
-            known = attribute_values(frame, spec.key, {n: c for n, c in spec.attributes.items() if c in have})
-            known = known.join(ids, on="ocel_id", how="semi")
+            names = [c for c in frame.collect_schema().names()
+                     if c not in ("ocel_id", "_version", "modifiedon") and not c.startswith("_rel")]
+            known = attribute_values(frame, "ocel_id", {n: n for n in names}).join(ids, on="ocel_id", how="semi")
         # Objects the log names without a row still need their initial row: readers list objects from it.
         bare = ids.join(known, on="ocel_id", how="anti").select(
             "ocel_id", pl.lit(EPOCH, TIME).alias("ocel_time"), pl.lit(None, pl.Utf8).alias("ocel_changed_field"))
@@ -267,11 +261,11 @@ def build(log: pl.LazyFrame, users: pl.LazyFrame, rows: dict[str, pl.LazyFrame])
                         pl.col("timestamp").alias("ocel_time"),
                         *(pl.col(column).alias(name) for name, column in EVENT_ATTRIBUTES.items()))
     # In the log's order, each event's relations in the order of event_links: the same file on every run.
-    e2o = (event_links(log, users)
+    e2o = (event_links(log, users, case_table)
            .join(ids, left_on="ocel_object_id", right_on="ocel_id", how="semi", maintain_order="left")
            .unique(maintain_order=True))
-    newest = {table: _newest(frame, OBJECT_TYPES[table].key) for table, frame in rows.items()}
-    o2o = (object_links(newest).join(ids, left_on="ocel_source_id", right_on="ocel_id", how="semi")
+    newest = {table: _newest(frame) for table, frame in rows.items()}
+    o2o = (object_links(newest, model).join(ids, left_on="ocel_source_id", right_on="ocel_id", how="semi")
            .join(objects.lazy(), left_on=["ocel_target_id", "target_type"], right_on=ID, how="semi")
            .select(O2O_COLUMNS).unique().sort(O2O_COLUMNS))
     return Ocel(events.sort("ocel_time", "ocel_id").collect(), objects, values, e2o.collect(), o2o.collect())

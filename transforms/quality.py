@@ -2,8 +2,8 @@
 
 Checks (name, severity): `event_out_of_order` (warning) an object whose creation activity comes after another
 of its events; `missing_timestamp` (error) an event or a record without a time; `duplicate_row_version` (error)
-the same id and `_version` landed twice with different content; `orphan_record` (error) a quote, order or
-invoice whose events link to no opportunity (they are kept out of the log); `dateonly_timezone_shift`
+the same id and `_version` landed twice with different content (labels aside); `orphan_record` (error) a record
+whose events link to no case (a quote without its opportunity: kept out of the log); `dateonly_timezone_shift`
 (warning) a UserLocal DateOnly value that is a user's local midnight stored in UTC, not UTC midnight, so
 reading it as a UTC date gives another day than the user entered; `unreadable_audit` (warning) an audit row
 whose action code the org's metadata does not know, or audit details whose old/new values do not parse: no
@@ -26,7 +26,7 @@ CHECKS = {  # check -> (severity, how the run summary counts it)
     "event_out_of_order": ("warning", "objects with events before their creation"),
     "missing_timestamp": ("error", "events or records without a timestamp"),
     "duplicate_row_version": ("error", "row versions landed twice with different content"),
-    "orphan_record": ("error", "orphan quotes/orders/invoices (no opportunity)"),
+    "orphan_record": ("error", "orphan records (linked to no case)"),
     "dateonly_timezone_shift": ("warning", "DateOnly values shifted by time zone"),
     "unreadable_audit": ("warning", "audit rows no rule can read"),
     "metadata_value_mismatch": ("warning", "values whose shape disagrees with the column's metadata"),
@@ -99,7 +99,7 @@ def orphan_records(orphans: pl.DataFrame) -> pl.LazyFrame:
         pl.len().alias("events"), pl.col("activity").sort_by("timestamp").str.join(", ").alias("activities"))
     return _issues(per_object.with_columns(
         pl.lit(None, pl.Utf8).alias("case_id"),
-        pl.format("links to no opportunity; {} events kept out of the log: {}", pl.col("events"),
+        pl.format("links to no case; {} events kept out of the log: {}", pl.col("events"),
                   pl.col("activities")).alias("detail")), "orphan_record")
 
 
@@ -190,6 +190,6 @@ def counts(issues: pl.DataFrame) -> dict[str, int]:
 
 
 def describe(per_check: Mapping[str, int]) -> str:
-    """The run summary's quality line, e.g. "quality: 3 orphan quotes/orders/invoices (no opportunity)"."""
+    """The run summary's quality line, e.g. "quality: 3 orphan records (linked to no case)"."""
     found = [f"{n} {CHECKS[check][1]}" for check, n in per_check.items() if n]
     return "quality: " + (", ".join(found) if found else "no issues found")

@@ -17,6 +17,7 @@ same object and activity falls in its window (see `combine`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import reduce
 from operator import or_
@@ -42,10 +43,6 @@ UNDATED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "object_type": pl.Utf8, "object_id": pl.Utf8, "activity": pl.Utf8, "seen_at": UTC, "reason": pl.Utf8}
 UNDATED_REASON = ("cannot date: change tracking reports a deletion without its time (only when a run saw it); "
                   "the audit history has the real time")
-
-
-def primary_key(table: str) -> str:
-    return f"{table}id"  # Dataverse's primary id is the table's logical name + "id"
 
 
 def _lake_column(names: list[str], column: str) -> str | None:
@@ -142,7 +139,7 @@ def _read_columns(names: list[str], pk: str, rules: list[Rule]) -> list[str]:
     return [name for name in names if name in wanted]
 
 
-def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule],
+def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule], keys: Mapping[str, str],
                           objects: pl.LazyFrame | None = None, how: Among = "semi") -> pl.LazyFrame:
     """FALLBACK_SCHEMA events (source "snapshot_diff") from every landed version of each rule's table (of
     `objects` only, when given; of every other record with how="anti")."""
@@ -150,7 +147,7 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule],
     for table, frame in history.items():
         table_rules = [r for r in rules if r.table == table]
         names = frame.collect_schema().names()
-        pk = primary_key(table)
+        pk = keys.get(table, "")
         if not table_rules or pk not in names or "modifiedon" not in names:
             continue
         frame = frame.select(_read_columns(names, pk, table_rules))
@@ -184,7 +181,7 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule],
     return pl.concat(parts, how="vertical_relaxed").cast(FALLBACK_SCHEMA)  # type: ignore[arg-type]
 
 
-def undated_deletions(history: dict[str, pl.LazyFrame], rules: list[Rule]) -> pl.LazyFrame:
+def undated_deletions(history: dict[str, pl.LazyFrame], rules: list[Rule], keys: Mapping[str, str]) -> pl.LazyFrame:
     """The deletions a "deleted" rule cannot date (seen by change tracking, not read from the audit)."""
     parts = []
     for rule in rules:
@@ -192,11 +189,11 @@ def undated_deletions(history: dict[str, pl.LazyFrame], rules: list[Rule]) -> pl
         if rule.trigger != "deleted" or frame is None:
             continue
         names = frame.collect_schema().names()
-        if "_deleted_at" not in names or primary_key(rule.table) not in names:
+        if "_deleted_at" not in names or keys.get(rule.table) not in names:
             continue
         undated = (pl.col("_op") == "delete") & ~pl.col("_deleted_at").ne_missing(pl.col("_extracted_at"))
         parts.append(frame.filter(undated).select(
-            pl.lit(rule.table).alias("object_type"), pl.col(primary_key(rule.table)).cast(pl.Utf8).alias("object_id"),
+            pl.lit(rule.table).alias("object_type"), pl.col(keys[rule.table]).cast(pl.Utf8).alias("object_id"),
             pl.lit(rule.name).alias("activity"), pl.col("_extracted_at").cast(UTC).alias("seen_at"),
             pl.lit(UNDATED_REASON).alias("reason")))
     if not parts:
@@ -205,7 +202,8 @@ def undated_deletions(history: dict[str, pl.LazyFrame], rules: list[Rule]) -> pl
         ["object_type", "object_id", "activity"], keep="first", maintain_order=True)
 
 
-def events_from_record_dates(newest: dict[str, pl.LazyFrame], rules: list[Rule]) -> pl.LazyFrame:
+def events_from_record_dates(newest: dict[str, pl.LazyFrame], rules: list[Rule],
+                             keys: Mapping[str, str]) -> pl.LazyFrame:
     """FALLBACK_SCHEMA events (source "record_dates"): per rule with `record_date`, one per record whose date is
     set (and whose `record_when` holds), from each record's newest landed version; the creator for createdon."""
     parts = []
@@ -214,7 +212,7 @@ def events_from_record_dates(newest: dict[str, pl.LazyFrame], rules: list[Rule])
         if rule.record_date is None or frame is None:
             continue
         schema = frame.collect_schema()
-        names, pk = schema.names(), primary_key(rule.table)
+        names, pk = schema.names(), keys.get(rule.table, "")
         column = _lake_column(names, rule.record_date)
         if column is None or pk not in names:
             continue

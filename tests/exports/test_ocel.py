@@ -25,11 +25,13 @@ import pytest
 from pm4py.objects.ocel.obj import OCEL
 from pm4py.objects.ocel.validation import ocel20_rel_validation
 
+from config.tables import load_tables
 from exports import Exported, ocel
 from ground.errors import ConfigError
 from l2c.cli import main
+from sandbox.schema import TABLES
 from tests.exports.conftest import Built
-from transforms.build import PRIMARY_KEYS, read_lake
+from transforms.build import read_lake
 
 FORMATS = ("sqlite", "json")
 OCEL_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -41,6 +43,10 @@ class Files:
     sqlite: Path
     json: Path
     done: dict[str, Exported]
+
+
+# The object types: the default model's tables, keyed as the sandbox org declares them.
+PRIMARY_KEYS = {t.name: TABLES[t.name].primary_id for t in load_tables().modelled}
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,13 @@ from config.tables import load_tables
 from connector.extract import extract
 from connector.lake import Lake
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
+from sandbox.schema import TABLES as SANDBOX
 from sandbox.simulator import ACTIVITIES
 from sandbox.webapi import PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY
 from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
 from transforms.events import EVENT_SCHEMA
-from transforms.snapshot import UNDATED_REASON, combine, primary_key, undated_deletions
+from transforms.snapshot import UNDATED_REASON, combine, undated_deletions
 
 # Every event of a record some run saw, at its exact time: createdon (by createdby).
 EXACT = {
@@ -57,6 +58,7 @@ CANNOT = {
 KEY = ["case_id", "case_type", "activity", "object_type", "object_id"]
 ADVANCES = (3.0, 4.0)  # days; each within the 7 days a delta token lives
 TABLES = ("lead", "opportunity", "quote", "salesorder", "invoice")
+KEYS = {t: SANDBOX[t].primary_id for t in TABLES}  # as the org declares them
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +78,10 @@ def fallback(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     history = {t: lake.scan(t) for t in TABLES}
     # Landed as a row (change tracking may report the deletion of a record created and deleted between runs).
     seen = pl.concat([history[t].filter(pl.col("_op") == "upsert").select(
-        pl.lit(t).alias("object_type"), pl.col(primary_key(t)).alias("object_id")) for t in TABLES]).unique().collect()
+        pl.lit(t).alias("object_type"), pl.col(KEYS[t]).alias("object_id")) for t in TABLES]).unique().collect()
     rules = load_activities(None, load_tables())
     return {"log": pl.read_parquet(result.event_log), "truth": org.truth, "audits": org.audits, "clocks": clocks,
-            "seen": seen, "undated": undated_deletions(history, rules).collect(), "lake": lake}
+            "seen": seen, "undated": undated_deletions(history, rules, KEYS).collect(), "lake": lake}
 
 
 def test_the_catalogue_is_split_into_exact_day_precision_between_runs_and_cannot() -> None:
@@ -190,7 +192,7 @@ def test_deletions_cannot_be_dated_without_audit_and_are_reported(fallback: dict
     log, truth, undated, lake = fallback["log"], fallback["truth"], fallback["undated"], fallback["lake"]
     assert log.filter(pl.col("activity").is_in(list(CANNOT))).height == 0
     deleted = pl.concat([lake.scan(t).filter(pl.col("_op") == "delete").select(
-        pl.lit(t).alias("object_type"), pl.col(primary_key(t)).alias("object_id")) for t in TABLES]).collect()
+        pl.lit(t).alias("object_type"), pl.col(KEYS[t]).alias("object_id")) for t in TABLES]).collect()
     truly = truth.filter(pl.col("activity").is_in(list(CANNOT))).select("object_type", "object_id", "activity")
     expected = deleted.join(truly, on=["object_type", "object_id"])
     assert expected.height > 0, "precondition: the runs saw deletions of quotes, orders or invoices"

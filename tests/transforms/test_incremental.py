@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from config.settings import Settings
+from config.tables import load_tables
 from connector.extract import extract
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
 from sandbox.webapi import PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY
@@ -21,6 +22,7 @@ from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
 from transforms import build_state
 from transforms.build import BuildResult
+from transforms.cases import attribute_context, context_cases
 from transforms.incremental import touched_cases
 
 OUTPUTS = ("event_log.parquet", "cases.parquet")
@@ -164,7 +166,7 @@ def _map(*rows: tuple[str, str, str | None, str | None]) -> pl.LazyFrame:
 
 
 NO_USERS = pl.LazyFrame(schema={"case_id": pl.Utf8, "user_id": pl.Utf8})
-NO_ACCOUNTS = pl.LazyFrame(schema={"case_id": pl.Utf8, "account_id": pl.Utf8})
+NO_CONTEXT = pl.LazyFrame(schema={"case_id": pl.Utf8})
 OLD = _map(("lead", "L1", "L1", "lead"), ("lead", "L2", "L2", "lead"), ("opportunity", "O1", "O1", "opportunity"),
            ("quote", "Q1", "O1", "opportunity"), ("salesorder", "S1", "O1", "opportunity"),
            ("invoice", "I1", "O1", "opportunity"), ("opportunity", "O2", "O2", "opportunity"),
@@ -172,8 +174,8 @@ OLD = _map(("lead", "L1", "L1", "lead"), ("lead", "L2", "L2", "lead"), ("opportu
 
 
 def _touched(touched: pl.LazyFrame, new: pl.LazyFrame, users: pl.LazyFrame = NO_USERS,
-             accounts: pl.LazyFrame = NO_ACCOUNTS) -> tuple[set[str], set[tuple[str, str]]]:
-    cases, objects = touched_cases(touched, OLD, new, users, accounts)
+             context: pl.LazyFrame = NO_CONTEXT) -> tuple[set[str], set[tuple[str, str]]]:
+    cases, objects = touched_cases(touched, OLD, new, users, context, "systemuser")
     return set(cases.get_column("case_id")), set(objects.iter_rows())
 
 
@@ -205,9 +207,25 @@ def test_an_orphan_is_recomputed_when_its_rows_change_and_placed_when_it_gains_a
 
 def test_a_changed_user_or_account_touches_the_cases_it_appears_in() -> None:
     users = pl.LazyFrame({"case_id": ["O1", "O2", "L1"], "user_id": ["U1", "U2", "U1"]})
-    accounts = pl.LazyFrame({"case_id": ["O2", "L2"], "account_id": ["A1", "A1"]})
-    assert _touched(_objects(("systemuser", "U1")), OLD, users, accounts)[0] == {"O1", "L1"}
-    assert _touched(_objects(("account", "A1")), OLD, users, accounts)[0] == {"O2", "L2"}
+    assert _touched(_objects(("systemuser", "U1")), OLD, users)[0] == {"O1", "L1"}
+    # The cases whose records point at a changed account (transforms.cases.context_cases, below).
+    context = pl.LazyFrame({"case_id": ["O2", "L2"]})
+    assert _touched(_objects(("account", "A1")), OLD, users, context)[0] == {"O2", "L2"}
     # Untouched cases; the records themselves are recomputed (a custom rule on their table gives orphan events).
-    assert _touched(_objects(("account", "A2"), ("systemuser", "U3")), OLD, users, accounts) == (
+    assert _touched(_objects(("account", "A2"), ("systemuser", "U3")), OLD, users) == (
         set(), {("account", "A2"), ("systemuser", "U3")})
+
+
+def test_the_cases_a_changed_account_can_reach_are_those_whose_records_point_at_it() -> None:
+    model = load_tables()
+    keys = {t.name: f"{t.name}id" for t in model.modelled}
+    assert attribute_context(model) == ["account"]  # the default attribute queries read accounts (the region)
+    records = {
+        "opportunity": pl.LazyFrame({"opportunityid": ["O1", "O2"], "_parentaccountid_value": ["A9", "A1"],
+                                     "_customerid_value": ["A9", None]}),
+        "lead": pl.LazyFrame({"leadid": ["L1", "L2"], "_parentaccountid_value": [None, "A1"]}),
+        "quote": pl.LazyFrame({"quoteid": ["Q1"], "_customerid_value": ["A1"], "_opportunityid_value": ["O1"]}),
+    }
+    found = context_cases(records, OLD, _objects(("account", "A1")), model, keys).collect()
+    # O1 reads A9, not A1; its quote's customer is A1, so O1 may read it too (the rule is every lookup).
+    assert set(found.get_column("case_id")) == {"O1", "O2", "L2"}

@@ -18,7 +18,8 @@ from sandbox.runtime import OrgState, Sandbox
 from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
 from tests.sql.org import BuiltOrg, build_org
-from transforms.build import PRIMARY_KEYS, LakeInputs, read_lake
+from transforms.build import LakeInputs, read_lake
+from transforms.cases import case_map
 from transforms.eventlog import build
 from transforms.quality import CHECKS, counts, describe, quality_issues
 
@@ -36,14 +37,15 @@ def inputs(org: BuiltOrg) -> LakeInputs:
 @pytest.fixture(scope="module")
 def clean(inputs: LakeInputs) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(event_log, orphans) of the org as extracted."""
-    built = build(inputs.events(), inputs.records, inputs.deleted_details, inputs.records["systemuser"])
+    built = build(inputs.events(), inputs.records, inputs.users(), case_map(inputs.records, inputs.deleted_details,
+                                                                             inputs.model, inputs.keys), inputs.model)
     return built.log, built.orphans
 
 
 def report(inputs: LakeInputs, log: pl.DataFrame, orphans: pl.DataFrame, *,
            records: dict[str, pl.LazyFrame] | None = None,
            landed: dict[str, pl.LazyFrame] | None = None) -> pl.DataFrame:
-    return quality_issues(log, records or inputs.records, orphans, keys=PRIMARY_KEYS,
+    return quality_issues(log, records or inputs.records, orphans, keys=inputs.keys,
                           landed=inputs.landed if landed is None else landed,
                           created_activities=inputs.created_activities, user_local_dates=USER_LOCAL_DATES)
 
@@ -114,14 +116,15 @@ def test_records_whose_links_are_lost_are_reported_as_orphans(inputs: LakeInputs
     records["invoice"] = records["invoice"].with_columns(
         pl.when(pl.col("invoiceid").is_in(invoices)).then(None).otherwise(pl.col(c)).alias(c)
         for c in ("_opportunityid_value", "_salesorderid_value"))
-    log, _, orphans, _ = build(inputs.events(), records, inputs.deleted_details, records["systemuser"])
+    log, _, orphans, _ = build(inputs.events(), records, inputs.users(),
+                               case_map(records, inputs.deleted_details, inputs.model, inputs.keys), inputs.model)
     issues = report(inputs, log, orphans, records=records)
     assert found(issues, "orphan_record") == set(quotes) | set(invoices)
     orphans = issues.filter(pl.col("check") == "orphan_record")
     assert orphans.get_column("severity").unique().to_list() == ["error"]
-    assert orphans.get_column("detail").str.contains("links to no opportunity").all()
+    assert orphans.get_column("detail").str.contains("links to no case").all()
     assert counts(issues)["orphan_record"] == 5
-    assert "5 orphan quotes/orders/invoices (no opportunity)" in describe(counts(issues))
+    assert "5 orphan records (linked to no case)" in describe(counts(issues))
 
 
 def test_a_version_landed_twice_with_other_content_is_reported(inputs: LakeInputs,
@@ -191,5 +194,5 @@ def test_events_before_their_creation_and_missing_times_are_reported(
 def test_describe_names_every_check_found() -> None:
     assert describe(dict.fromkeys(CHECKS, 0)) == "quality: no issues found"
     line = describe({**dict.fromkeys(CHECKS, 0), "orphan_record": 3, "dateonly_timezone_shift": 120})
-    assert line == ("quality: 3 orphan quotes/orders/invoices (no opportunity), "
+    assert line == ("quality: 3 orphan records (linked to no case), "
                     "120 DateOnly values shifted by time zone")
