@@ -32,6 +32,7 @@ class Column:
     behavior: str = "UserLocal"
     audited: bool = True
     navigations: tuple[str, ...] | None = None  # single-valued navigation properties, when not the rule's
+    custom: bool = False  # IsCustomAttribute: a column a maker added (with the publisher's prefix)
 
     @property
     def api_name(self) -> str:
@@ -70,6 +71,7 @@ class Table:
     # False: a tracked read is refused even with change tracking on, as the docs show none (sandbox/store.py).
     delta_documented: bool = True
     audit: bool = True
+    custom: bool = False  # IsCustomEntity: a table a maker created, not one Microsoft ships
     extra: dict[str, object] = field(default_factory=dict)
 
     @cached_property
