@@ -12,7 +12,7 @@ same at every later clock, which is what `sandbox advance` needs. Every change i
 works per arrival on small dicts and tuples; frames are built once per block of arrivals, and the global
 sort, versions and audit GUIDs are vectorised. This module assembles the frames; the audit vocabulary is in
 sandbox/sim_audit.py, static records and ids in sim_static.py, the cursor and change log in sim_recorder.py,
-and the story in sim_story.py and sim_cash.py.
+and the story in sim_story.py, sim_cash.py and sim_contract.py.
 """
 
 from __future__ import annotations
