@@ -85,7 +85,7 @@ def entity_rows(store: Store) -> list[dict[str, Any]]:
             "PrimaryNameAttribute": table.primary_name,
             "ObjectTypeCode": table.object_type_code,
             "ChangeTrackingEnabled": tracking,
-            "IsCustomEntity": False,
+            "IsCustomEntity": table.custom,
             "IsAuditEnabled": _managed(table.audit, "canmodifyauditsettings"),
             "HasChanged": None,
         })
@@ -108,7 +108,7 @@ def attribute_rows(table: Table) -> list[dict[str, Any]]:
             "AttributeType": column.type,
             "AttributeTypeName": {"Value": f"{column.type}Type"},
             "IsValidForRead": True,
-            "IsCustomAttribute": False,
+            "IsCustomAttribute": column.custom,
             "AttributeOf": None,
             "IsAuditEnabled": _managed(column.audited, "canmodifyauditsettings"),
         }

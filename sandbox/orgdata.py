@@ -23,7 +23,7 @@ audits     the audit columns (auditid, createdon, operation, action, objecttypec
            and _version (Int64, the change's version). One audit row per change, ordered by _version.
 truth      case_id, case_type, activity, timestamp (Datetime UTC), resource (Utf8 full name or null),
            object_type, object_id: the simulator's own record of what happened, named by the default
-           activity catalogue of CONTRACT.md.
+           activity catalogue of CONTRACT.md plus the custom tables' activities (simulator.TRUTH_ACTIVITIES).
 """
 
 from __future__ import annotations

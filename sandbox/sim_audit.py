@@ -27,8 +27,8 @@ A_CREATE, A_UPDATE, A_DELETE, A_ACTIVATE, A_ASSIGN, A_CLOSE, A_CANCEL = 1, 2, 3,
 A_REOPEN, A_FULFILL, A_PAID, A_QUALIFY, A_DISQUALIFY, A_SUBMIT, A_INVOICE = 21, 22, 23, 24, 25, 26, 29
 A_REVISE, A_WIN, A_LOSE = 43, 44, 45
 
-ACC, LEAD, OPP, QUOTE, ORDER, INV = range(6)
-_DYNAMIC = ("account", "lead", "opportunity", "quote", "salesorder", "invoice")
+ACC, LEAD, OPP, QUOTE, ORDER, INV, CONTRACT = range(7)
+_DYNAMIC = ("account", "lead", "opportunity", "quote", "salesorder", "invoice", "new_contract")
 # Maintained by the platform on every write and not audit-enabled, so they never appear in audit details.
 _UNAUDITED = frozenset({"modifiedon", "modifiedby", "versionnumber"})
 _DAY = 86_400

@@ -3,8 +3,9 @@
 Arrival i is planned from its own RNG, seeded by a stable hash of (seed, i): a lead from a weighted source
 is captured, worked, then qualified into an opportunity, disqualified or left open; the opportunity moves
 through the sales stages with quotes (discounts, revisions, alternatives), is won or lost and sometimes
-reopened, and a won one goes on to order to cash (sandbox/sim_cash.py). The truth the arrival leaves is
-keyed by its case: the opportunity if there is one, else the lead.
+reopened, and a won one gets a contract (sandbox/sim_contract.py) and goes on to order to cash
+(sandbox/sim_cash.py). The truth the arrival leaves is keyed by its case: the opportunity if there is one, else
+the lead.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sandbox.sim_audit import (
     QUOTE,
 )
 from sandbox.sim_cash import _OrderToCash
+from sandbox.sim_contract import _Contracts
 from sandbox.sim_recorder import _PastClock
 from sandbox.sim_static import _HS, _MASK64, _PRODUCTS
 
@@ -45,7 +47,7 @@ _STAGE_ACTIVITY = (None, "Stage Entered: Develop", "Stage Entered: Propose", "St
 _STAGE_PROB = (10, 25, 50, 75)
 
 
-class _Planner(_OrderToCash):
+class _Planner(_OrderToCash, _Contracts):
     """Plans arrivals one by one, appending visible changes, truth and final row states to block lists."""
 
     # --- one arrival ----------------------------------------------------------------------------------
@@ -344,5 +346,6 @@ class _Planner(_OrderToCash):
             ("statecode", 1), ("statuscode", 3), ("actualvalue", quote[2]["totalamount"]),
             ("actualclosedate", self._local_day(self.t, self.owner)), ("closeprobability", 100)),
             "Opportunity Won", txn if same else -1)
+        self._contract()
         if r.random() < 0.95:
             self._order(quote)

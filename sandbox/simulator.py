@@ -12,7 +12,7 @@ same at every later clock, which is what `sandbox advance` needs. Every change i
 works per arrival on small dicts and tuples; frames are built once per block of arrivals, and the global
 sort, versions and audit GUIDs are vectorised. This module assembles the frames; the audit vocabulary is in
 sandbox/sim_audit.py, static records and ids in sim_static.py, the cursor and change log in sim_recorder.py,
-and the story in sim_story.py and sim_cash.py.
+and the story in sim_story.py, sim_cash.py and sim_contract.py.
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ from sandbox.sim_story import _Planner
 
 __all__ = ["ACTIVITIES", "A_ACTIVATE", "A_ASSIGN", "A_CANCEL", "A_CLOSE", "A_CREATE", "A_DELETE", "A_DISQUALIFY",
            "A_FULFILL", "A_INVOICE", "A_LOSE", "A_PAID", "A_QUALIFY", "A_REOPEN", "A_REVISE", "A_SUBMIT",
-           "A_UPDATE", "A_WIN", "simulate"]
+           "A_UPDATE", "A_WIN", "CUSTOM_ACTIVITIES", "TRUTH_ACTIVITIES", "simulate"]
 
-# The default activity catalogue (CONTRACT.md); the simulator emits every one of them.
+# The default activity catalogue (CONTRACT.md, config/activities.toml): what l2c's default config extracts. The
+# simulator emits every one of them.
 ACTIVITIES: tuple[str, ...] = (
     "Lead Captured", "Lead Qualified", "Lead Disqualified", "Opportunity Created",
     "Stage Entered: Develop", "Stage Entered: Propose", "Stage Entered: Close",
@@ -65,6 +66,12 @@ ACTIVITIES: tuple[str, ...] = (
     "Opportunity Won", "Opportunity Lost", "Opportunity Reopened", "Owner Changed",
     "Quote Deleted", "Order Deleted", "Invoice Deleted",
 )
+# Activities of the org's custom tables (sandbox/schema.py, `Table.custom`): in the truth, but outside the default
+# catalogue, as l2c's default config does not extract those tables. A comparison of l2c's default event log with
+# the truth keeps only ACTIVITIES.
+CUSTOM_ACTIVITIES: tuple[str, ...] = ("Contract Signed",)
+# Every activity the truth names.
+TRUTH_ACTIVITIES: tuple[str, ...] = ACTIVITIES + CUSTOM_ACTIVITIES
 
 _BLOCK = 25_000  # arrivals per block: bounds the Python objects alive at once (1M leads < 8 GB)
 

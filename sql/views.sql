@@ -1,6 +1,7 @@
 -- The lead-to-cash guide's analysis questions, one view each, over the tables sql/load.sql creates (event_log,
--- cases) and the ones l2c/build.py loads beside them: accounts, quotes, orders, invoices (the newest landed
--- version of each record, deleted ones included) and quality_issues.
+-- cases) and the ones it loads beside them from the transform (sql/load.py): the object model's analysis tables
+-- (config/tables.toml [[analysis]]: accounts, users, quotes, orders, invoices, the newest landed version of each
+-- record, deleted ones included) and quality_issues.
 --
 -- Conventions: a duration is the DOUBLE number of hours or days between two UTC instants (epoch seconds, so the
 -- session's TimeZone never matters); medians are median() (the mean of the two middle values for an even count),
@@ -156,6 +157,28 @@ WITH per_order AS (
 SELECT CASE WHEN grouping(region) = 1 THEN '(all)' ELSE coalesce(region, '(none)') END AS region,
        count(*) AS orders, median(days) AS median_days, quantile_cont(days, 0.9) AS p90_days, avg(days) AS avg_days
 FROM per_order
+GROUP BY GROUPING SETS ((region), ())
+ORDER BY grouping(region), region;
+
+-- Q: How long from an accepted quote to a signed contract (contract delay), by region?
+-- Per case with a Quote Accepted: days from its first Quote Accepted to the first Contract Signed after it.
+-- "Contract Signed" is a custom table's rule (config/examples/contract): where the log has none, every case
+-- counts as unsigned and the durations are null. Cases with an accepted quote and no signature (yet) count in
+-- `unsigned`.
+CREATE VIEW v_contract_delay AS
+WITH accepted AS (
+    SELECT case_id, any_value(region) AS region, min("timestamp") AS accepted_at
+    FROM event_log WHERE activity = 'Quote Accepted' GROUP BY case_id
+), per_case AS (
+    SELECT a.case_id, a.region, days_between(a.accepted_at, min(e."timestamp")) AS days
+    FROM accepted a
+    LEFT JOIN event_log e ON e.case_id = a.case_id AND e.activity = 'Contract Signed' AND e."timestamp" >= a.accepted_at
+    GROUP BY a.case_id, a.region, a.accepted_at
+)
+SELECT CASE WHEN grouping(region) = 1 THEN '(all)' ELSE coalesce(region, '(none)') END AS region,
+       count(*) AS accepted_cases, count(days) AS signed, count(*) - count(days) AS unsigned,
+       median(days) AS median_days, quantile_cont(days, 0.9) AS p90_days, avg(days) AS avg_days
+FROM per_case
 GROUP BY GROUPING SETS ((region), ())
 ORDER BY grouping(region), region;
 

@@ -32,6 +32,7 @@ from sandbox import corrupt
 from sandbox.orgdata import OrgData
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
 from tests.e2e.conftest import L2C, clean_env
+from tests.transforms.test_truth import in_catalogue
 
 SEED, LEADS = 7, 200
 EVENT = ["object_type", "object_id", "activity", "timestamp"]
@@ -243,7 +244,7 @@ def _events(frame: pl.DataFrame) -> Counter[tuple[Any, ...]]:
 
 
 def test_the_event_log_differs_from_the_truth_only_where_the_input_was_bad(served: Outcome) -> None:
-    log, truth = served.log(), served.org.truth
+    log, truth = served.log(), in_catalogue(served.org.truth)
     missing = _events(truth) - _events(log)
     extra = _events(log) - _events(truth)
     # Explained: the events of a quarantined lead (kept out of the log, reported as orphans) ...

@@ -25,7 +25,7 @@ AUDIT_COLUMNS = {"auditid", "createdon", "operation", "action", "objecttypecode"
                  "transactionid", "useradditionalinfo"}
 # Table display names: objecttypecode's FormattedValue ("Contact" for contact in the doc's example).
 DISPLAY = {"lead": "Lead", "opportunity": "Opportunity", "quote": "Quote", "salesorder": "Order",
-           "invoice": "Invoice", "account": "Account"}
+           "invoice": "Invoice", "account": "Account", "new_contract": "Contract"}  # Contract: the maker's name
 ACTIONS = {1: "Create", 2: "Update", 3: "Delete", 4: "Activate", 5: "Deactivate", 13: "Assign", 16: "Close",
            17: "Cancel", 18: "Complete", 21: "Reopen", 22: "Fulfill", 23: "Paid", 24: "Qualify",
            25: "Disqualify", 26: "Submit", 29: "Invoice", 41: "Set State", 43: "Revise", 44: "Win",

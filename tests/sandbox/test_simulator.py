@@ -12,7 +12,7 @@ import pytest
 
 from sandbox.orgdata import BASE_CLOCK, DELETED_SCHEMA, HISTORY_START, TRUTH_SCHEMA, OrgData
 from sandbox.schema import DATA_TABLES, STATUS_STATE, TABLES
-from sandbox.simulator import ACTIVITIES, simulate
+from sandbox.simulator import ACTIVITIES, TRUTH_ACTIVITIES, simulate
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 CATALOGUE = {  # CONTRACT.md, "Default activity catalogue"
@@ -23,7 +23,7 @@ CATALOGUE = {  # CONTRACT.md, "Default activity catalogue"
     "Invoice Canceled", "Opportunity Won", "Opportunity Lost", "Opportunity Reopened", "Owner Changed",
     "Quote Deleted", "Order Deleted", "Invoice Deleted",
 }
-PROCESS_TABLES = ("lead", "opportunity", "quote", "salesorder", "invoice")
+PROCESS_TABLES = ("lead", "opportunity", "quote", "salesorder", "invoice", "new_contract")
 SYSTEM_MAINTAINED = {"modifiedon", "modifiedby", "versionnumber"}
 
 
@@ -265,9 +265,10 @@ def test_transactions_tie_the_messages_together(org: OrgData) -> None:
 
 # --- truth -------------------------------------------------------------------------------------------------
 
-def test_activities_are_the_catalogue_and_all_occur(org: OrgData) -> None:
+def test_activities_are_the_catalogue_and_the_custom_tables_and_all_occur(org: OrgData) -> None:
     assert set(ACTIVITIES) == CATALOGUE
-    assert set(org.truth["activity"]) == CATALOGUE
+    assert set(TRUTH_ACTIVITIES) == CATALOGUE | {"Contract Signed"}  # new_contract, a custom table
+    assert set(org.truth["activity"]) == set(TRUTH_ACTIVITIES)
 
 
 def test_every_truth_event_has_its_audit_row(org: OrgData) -> None:
@@ -293,6 +294,7 @@ def test_truth_events_match_their_audit_actions(org: OrgData) -> None:
         "Order Canceled": ("salesorder", 2, 17), "Order Deleted": ("salesorder", 3, 3),
         "Invoice Canceled": ("invoice", 2, 17), "Payment Received": ("invoice", 2, 23),
         "Invoice Deleted": ("invoice", 3, 3), "Invoice Created": ("invoice", 1, 1),
+        "Contract Signed": ("new_contract", 2, 2),
     }
     for activity, (table, op, action) in expect.items():
         events = org.truth.filter(pl.col("activity") == activity)
@@ -322,8 +324,8 @@ def test_case_ids_follow_the_opportunity(org: OrgData) -> None:
             return oid
         if t == "lead":
             return s.get("_qualifyingopportunityid_value")
-        if s.get("_opportunityid_value"):
-            return s["_opportunityid_value"]
+        if s.get("_opportunityid_value") or s.get("_new_opportunityid_value"):
+            return s.get("_opportunityid_value") or s["_new_opportunityid_value"]
         return opp_of(s["_salesorderid_value"]) if t == "invoice" else None
 
     opps = set(org.rows["opportunity"]["opportunityid"])
@@ -332,7 +334,7 @@ def test_case_ids_follow_the_opportunity(org: OrgData) -> None:
         if e["object_type"] == "lead" and opp is None:
             assert (e["case_type"], e["case_id"]) == ("lead", e["object_id"]), e
         else:
-            assert opp in opps, e  # every quote, order and invoice reaches a live opportunity
+            assert opp in opps, e  # every quote, order, invoice and contract reaches a live opportunity
             assert (e["case_type"], e["case_id"]) == ("opportunity", opp), e
 
 
@@ -407,7 +409,7 @@ def test_user_local_dates_are_local_midnight_in_utc(org: OrgData) -> None:
     east = active.filter(pl.col("address1_utcoffset") >= 540)
     assert east.height > 0 and (east["effectivefrom"].dt.hour() == 24 - 9).any()
     for table, column in (("opportunity", "estimatedclosedate"), ("opportunity", "actualclosedate"),
-                          ("quote", "closedon"), ("invoice", "duedate")):
+                          ("quote", "closedon"), ("invoice", "duedate"), ("new_contract", "new_signedon")):
         assert org.rows[table].schema[column] == pl.Date, (table, column)
 
 

@@ -1,5 +1,6 @@
 """A sandbox org extracted and transformed once per test module: the database the views run on, next to the
-simulator's own record of the org (truth events and live rows), which the expected values come from."""
+simulator's own record of the org (truth events of the default catalogue, which l2c's default config extracts,
+and live rows), which the expected values come from."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from connector.extract import extract
 from sandbox.runtime import OrgState, Sandbox
 from sql.load import transform_and_load as transform
 from tests.connector.test_extract import settings_for
+from tests.transforms.test_truth import in_catalogue
 from transforms.build import BuildResult
 
 # Seed 12 has sales reps at UTC+00:00 as well as east and west of it (UserLocal dates shift only for some).
@@ -33,4 +35,4 @@ def build_org(tmp: Path, seed: int = SEED, leads: int = LEADS) -> BuiltOrg:
         extracted = extract(settings)
         assert extracted.exit_code == 0, extracted.errors
         result = transform(settings)
-        return BuiltOrg(settings, result, sandbox.org.truth, dict(sandbox.org.rows))
+        return BuiltOrg(settings, result, in_catalogue(sandbox.org.truth), dict(sandbox.org.rows))

@@ -16,7 +16,8 @@ from sandbox.schema import LEAD_SOURCES, PAYMENT_TERMS
 from tests.sql.org import BuiltOrg, build_org
 
 VIEWS = ["v_object_activity", "v_lead_to_opportunity_time", "v_sales_cycle_time", "v_quote_approval_time",
-         "v_discount_by_rep", "v_rework", "v_quote_to_order", "v_order_fulfilment", "v_fulfilment_to_invoice",
+         "v_discount_by_rep", "v_rework", "v_quote_to_order", "v_contract_delay", "v_order_fulfilment",
+         "v_fulfilment_to_invoice",
          "v_dso_by_terms", "v_conversion_by_lead_source", "v_variants", "v_dfg", "v_quality_summary",
          "event_log_pm4py"]
 ORDER = ["case_id", "timestamp", "activity"]  # the event_log order; ties within it never change a trace
@@ -60,6 +61,14 @@ def test_every_view_answers(con: duckdb.DuckDBPyConnection) -> None:
     assert names == set(VIEWS)  # a new view gets a line here (and an assertion below)
     for name in VIEWS:
         assert one(con, f"select count(*) from {name}")[0] > 0, name
+
+
+def test_contract_delay_without_a_contract_activity_counts_every_accepted_case_unsigned(
+        org: BuiltOrg, con: duckdb.DuckDBPyConnection) -> None:
+    """The default catalogue has no Contract Signed (tests/e2e/test_contract.py measures it with one)."""
+    accepted = org.truth.filter(pl.col("activity") == "Quote Accepted").get_column("case_id").n_unique()
+    assert one(con, "select accepted_cases, signed, unsigned, median_days from v_contract_delay "
+                    "where region = '(all)'") == (accepted, 0, accepted, None)
 
 
 def test_conversion_by_lead_source_equals_the_truth(org: BuiltOrg, con: duckdb.DuckDBPyConnection) -> None:
