@@ -115,7 +115,7 @@ def first_problem(exc: ValidationError) -> str:
     return f"bad value in {where}: {' '.join(first['msg'].split())}"
 
 
-def validated(cls: type[D], document: Mapping[str, Any]) -> D:
+def _validated(cls: type[D], document: Mapping[str, Any]) -> D:
     """`document`, a file's JSON object with its "format", as `cls`; ValueError saying what is wrong in one line."""
     if "format" not in document:
         raise ValueError("missing field format")
@@ -276,7 +276,7 @@ def _load(cls: type[D], path: Path, what: str, hint: str) -> D:
     if not isinstance(document, dict):
         raise _corrupt(path, what, "not a JSON object", hint)
     try:
-        return validated(cls, document)
+        return _validated(cls, document)
     except ValueError as exc:
         raise _corrupt(path, what, str(exc), hint) from None
 
@@ -284,7 +284,7 @@ def _load(cls: type[D], path: Path, what: str, hint: str) -> D:
 def _save(model: Document, path: Path) -> Path:
     """`model` as its file, the same shape the dataclasses wrote: "format" first, then every field in order."""
     document = {"format": FORMAT, **model.model_dump(mode="json")}
-    validated(type(model), document)  # never write a file `load` would refuse
+    _validated(type(model), document)  # never write a file `load` would refuse
     if not path.parent.exists():
         make_dirs(path.parent)
         os.chmod(path.parent, 0o700)
