@@ -58,7 +58,12 @@ def _changed(where: str, value: Any) -> dict[str, Any]:
     return document
 
 
-DROP = object()
+class _Drop:
+    def __repr__(self) -> str:  # the same test id in every xdist worker
+        return "DROP"
+
+
+DROP = _Drop()  # the field is removed
 PAGE = "raw/lead/sync-1/rows-000001.parquet"
 FIELDS: list[tuple[str, Any, str]] = [
     ("format", 1, "the previous build was made by another l2c version (state format 1)"),
