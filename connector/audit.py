@@ -33,7 +33,7 @@ from connector import rows as rowmod
 from connector.lake import Lake
 from connector.metadata import TableMeta
 from connector.odata import Client, Query, datetime_literal, literal, pages, prefer, stored_link
-from connector.state import StateStore, TableState
+from connector.state import Resume, StateStore, TableState
 from connector.sync import state_time
 from ground.errors import PermissionDenied
 
@@ -69,8 +69,8 @@ class AuditResult:
     available: bool = True
     details_available: bool = True
     notes: list[str] = field(default_factory=list)
-    before: str | None = None
-    after: str | None = None
+    before: datetime | None = None  # the audit watermark at the start and at the end
+    after: datetime | None = None
 
 
 def mask_numbers(mask: str | None) -> set[int]:
@@ -140,8 +140,8 @@ class _Reader:
             state = self.states.load(state_name)
             state.mode = AUDIT_READ_MODE
             if page.next_link:
-                state.resume = {"stream": stream, "next_link": stored_link(page.next_link) or "",
-                                "page_no": page.number + 1, "started_at": state_time(signpost)}
+                state.resume = Resume(stream=stream, next_link=stored_link(page.next_link) or "",
+                                      page_no=page.number + 1, started_at=state_time(signpost))
             else:
                 state.resume, state.last_error = None, None
                 state.last_success = state_time(signpost)
@@ -193,11 +193,11 @@ def _incremental(reader: _Reader, tables: TablesConfig) -> None:
     state = reader.states.load(AUDIT)
     if state.resume:
         resume = state.resume
-        stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
-        signpost: datetime | None = datetime.fromisoformat(resume["started_at"])
+        stream, url, page_no = resume.stream, resume.next_link, resume.page_no
+        signpost: datetime | None = resume.started_at
     else:
         overlap = timedelta(seconds=tables.defaults.watermark_overlap_seconds)
-        lower = datetime.fromisoformat(state.watermark) - overlap if state.watermark else None
+        lower = state.watermark - overlap if state.watermark else None
         stream, url, page_no, signpost = f"audit-{reader.run_id}", reader.url(lower, None), 1, None
     signpost = reader.read(AUDIT, stream, url, page_no, signpost, dedupe=True)
     state = reader.states.load(AUDIT)
@@ -243,12 +243,10 @@ def _backfill(reader: _Reader, since: datetime | None, max_ranges: int) -> None:
         name = _range_name(index)
         if plan.resume:
             resume = plan.resume
-            reader.read(name, resume["stream"], resume["next_link"], int(resume["page_no"]),
-                        datetime.fromisoformat(resume["started_at"]), dedupe=False)
+            reader.read(name, resume.stream, resume.next_link, resume.page_no, resume.started_at, dedupe=False)
             return
-        lower = datetime.fromisoformat(plan.watermark) if plan.watermark else None
-        upper = datetime.fromisoformat(plan.signpost) if plan.signpost else None
-        reader.read(name, f"audit-{reader.run_id}-r{index:02d}", reader.url(lower, upper), 1, None, dedupe=False)
+        reader.read(name, f"audit-{reader.run_id}-r{index:02d}", reader.url(plan.watermark, plan.signpost), 1, None,
+                    dedupe=False)
 
     with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="l2c-audit") as pool:
         for future in [pool.submit(run, i, plan) for i, plan in enumerate(plans)]:

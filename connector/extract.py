@@ -143,9 +143,9 @@ def _fill(manifest: RunManifest, result: ExtractResult) -> None:
         run.rows, run.pages = table.rows, table.pages
         run.deletions, run.quarantined = table.deletions, table.quarantined
         if table.mode == "delta":
-            run.delta_before, run.delta_after = table.before, table.after
+            run.delta_before, run.delta_after = table.delta_before, table.delta_after
         else:
-            run.watermark_before, run.watermark_after = table.before, table.after
+            run.watermark_before, run.watermark_after = table.watermark_before, table.watermark_after
     if result.audit is not None:
         run = manifest.table("audit")
         run.rows, run.pages, run.audit_details = result.audit.rows, result.audit.pages, result.audit.details

@@ -4,10 +4,13 @@
 that share its second, the signpost, the page to resume) and is saved only after the Parquet it covers is
 durable (connector/lake.py), by temp file + fsync + rename, mode 0600 because a delta link lets anyone with
 the token read changes. A missing file means "never extracted"; a file that is unreadable, of another format
-or with a wrong field is a ConfigError naming the file and what to do: resetting state silently would
-re-extract or, worse, skip data without anyone noticing. `<data_dir>/runs/<run_id>.json` is the run's
-manifest (per table counts, requests, 429s, retries, seconds, watermark/delta before and after, exit status),
-written the same way at the start, as tables finish and at the end, so a killed run still leaves a record.
+or with a wrong field is a ConfigError naming the file, the first problem and what to do: resetting state
+silently would re-extract or, worse, skip data without anyone noticing. `<data_dir>/runs/<run_id>.json` is the
+run's manifest (per table counts, requests, 429s, retries, seconds, watermark/delta before and after, exit
+status), written the same way at the start, as tables finish and at the end, so a killed run still leaves a
+record. Each document is a pydantic model (`Document`: strict types, no unknown field, every field present in
+a file), checked where a file is read and before one is written; pydantic's ValidationError becomes our error
+here and goes no further.
 """
 
 from __future__ import annotations
@@ -15,11 +18,26 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from ground.errors import ConfigError
 from ground.files import TEMP_SUFFIX, atomic_write, make_dirs, remove_temp_files, safe_name
@@ -27,65 +45,149 @@ from ground.files import TEMP_SUFFIX, atomic_write, make_dirs, remove_temp_files
 FORMAT = 1  # the "format" key of every state file and manifest
 SUFFIX = ".state.json"  # other modules may keep their own files (a metadata cache) in state/
 Mode = Literal["delta", "watermark"]
+IN_FILE = "file"  # the validation context of a document read from a file or about to be written to one
 
 
-class Resume(TypedDict):
+def iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("a naive datetime has no zone; l2c keeps times in UTC")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _aware(value: object) -> datetime:
+    """A time as a file spells it (ISO 8601 as datetime.fromisoformat reads it) or as code sets it, with a zone."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError("iso_time", "not an ISO 8601 time") from None
+    if not isinstance(value, datetime):
+        raise PydanticCustomError("iso_time", "not an ISO 8601 time")
+    if value.tzinfo is None:
+        raise PydanticCustomError("iso_time", "a time without a zone (l2c keeps times in UTC)")
+    return value
+
+
+def _isoformat(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+# Each time is written as its writer always spelled it, so a file read and saved again keeps its bytes: a
+# state's times (and a manifest's watermarks, copied from states) as datetime.isoformat() of a UTC time
+# (`+00:00`, connector/sync.py state_time), a manifest's start and end as iso() (`Z`).
+StateTime = Annotated[datetime, BeforeValidator(_aware), PlainSerializer(_isoformat, return_type=str, when_used="json")]
+RunTime = Annotated[datetime, BeforeValidator(_aware), PlainSerializer(iso, return_type=str, when_used="json")]
+
+
+class Document(BaseModel):
+    """A JSON document l2c writes and reads back. Strict: 4 is no "4", 1 no true, a list no string; no unknown
+    field; and a file must hold every field but those of `optional_in_file` (code may leave out what has a
+    default; a file lacking one was not written by l2c, and reading its default could silently reset it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    optional_in_file: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _complete(self, info: ValidationInfo) -> Self:
+        if info.context == IN_FILE:
+            missing = [name for name in type(self).model_fields
+                       if name not in self.model_fields_set and name not in self.optional_in_file]
+            if missing:
+                raise PydanticCustomError("missing_field", "missing field", {"field": missing[0]})
+        return self
+
+
+D = TypeVar("D", bound=Document)
+
+
+def first_problem(exc: ValidationError) -> str:
+    """Pydantic's first error in one line: where in the document (a dotted path) and what is wrong there (never
+    the value: it may be a delta link)."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    loc = [str(part) for part in first["loc"]]
+    if first["type"] == "missing_field":
+        loc.append(str((first.get("ctx") or {}).get("field")))
+    where = ".".join(loc) or "the document"
+    if first["type"] in ("missing", "missing_field"):
+        return f"missing field {where}"
+    if first["type"] == "extra_forbidden":
+        return f"unknown field {where}"
+    return f"bad value in {where}: {' '.join(first['msg'].split())}"
+
+
+def _validated(cls: type[D], document: Mapping[str, Any]) -> D:
+    """`document`, a file's JSON object with its "format", as `cls`; ValueError saying what is wrong in one line."""
+    if "format" not in document:
+        raise ValueError("missing field format")
+    version = document["format"]
+    if version != FORMAT or isinstance(version, bool):
+        raise ValueError(f"format {version!r}, this l2c reads format {FORMAT} (written by another version?)")
+    try:
+        return cls.model_validate({k: v for k, v in document.items() if k != "format"}, context=IN_FILE)
+    except ValidationError as exc:
+        raise ValueError(first_problem(exc)) from None
+
+
+class Resume(Document):
     """Where an interrupted stream continues: fetch `next_link` and land it as page `page_no` of `stream`."""
 
+    optional_in_file = frozenset({"full", "reconcile"})  # a watermark read's resume point has neither
     stream: str
     next_link: str
-    page_no: int
-    started_at: str  # ISO 8601 UTC: when the stream began (the signpost of a watermark read)
-    full: NotRequired[bool]  # the stream is a full read (initial sync or resync after an expired token)
-    reconcile: NotRequired[bool]  # at its end, ids the full read did not return are recorded as deleted
+    page_no: NonNegativeInt
+    started_at: StateTime  # when the stream began (the signpost of a watermark read)
+    full: bool = False  # the stream is a full read (initial sync or resync after an expired token)
+    reconcile: bool = False  # at its end, ids the full read did not return are recorded as deleted
+
+    @model_serializer(mode="wrap")
+    def _flags_only_if_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        written: dict[str, Any] = handler(self)
+        return {k: v for k, v in written.items() if k not in self.optional_in_file or k in self.model_fields_set}
 
 
-@dataclass
-class TableState:
+class TableState(Document):
     table: str
     mode: Mode | None = None
     delta_link: str | None = None
-    watermark: str | None = None  # ISO 8601 UTC, closed lower bound of the next watermark query
-    boundary_ids: list[str] = field(default_factory=list)  # ids already landed at exactly `watermark`
-    signpost: str | None = None  # ISO 8601 UTC: the run start that caps the watermark (meltano's signpost)
+    watermark: StateTime | None = None  # closed lower bound of the next watermark query
+    boundary_ids: list[str] = Field(default_factory=list)  # ids already landed at exactly `watermark`
+    signpost: StateTime | None = None  # the run start that caps the watermark (meltano's signpost)
     resume: Resume | None = None
-    last_success: str | None = None
+    last_success: StateTime | None = None
     last_error: str | None = None
-    rows_total: int = 0
-    token_issued_at: str | None = None  # when the delta token was issued (tokens expire, default 7 days)
+    rows_total: NonNegativeInt = 0
+    token_issued_at: StateTime | None = None  # when the delta token was issued (tokens expire, default 7 days)
 
 
-@dataclass
-class TableRun:
-    rows: int = 0
-    pages: int = 0
-    deletions: int = 0
-    quarantined: int = 0
-    requests: int = 0
-    throttled: int = 0  # HTTP 429 answers
-    retries: int = 0
-    seconds: float = 0.0
-    audit_details: int = 0
-    watermark_before: str | None = None
-    watermark_after: str | None = None
+class TableRun(Document):
+    rows: NonNegativeInt = 0
+    pages: NonNegativeInt = 0
+    deletions: NonNegativeInt = 0
+    quarantined: NonNegativeInt = 0
+    requests: NonNegativeInt = 0
+    throttled: NonNegativeInt = 0  # HTTP 429 answers
+    retries: NonNegativeInt = 0
+    seconds: NonNegativeFloat = 0.0
+    audit_details: NonNegativeInt = 0
+    watermark_before: StateTime | None = None
+    watermark_after: StateTime | None = None
     delta_before: str | None = None
     delta_after: str | None = None
     error: str | None = None
 
 
-@dataclass
-class RunManifest:
+class RunManifest(Document):
     run_id: str
-    started_at: str
-    finished_at: str | None = None
+    started_at: RunTime
+    finished_at: RunTime | None = None
     status: Literal["running", "ok", "failed"] = "running"
     exit_code: int | None = None
-    tables: dict[str, TableRun] = field(default_factory=dict)
+    tables: dict[str, TableRun] = Field(default_factory=dict)
 
     @classmethod
     def start(cls, run_id: str | None = None, *, now: datetime | None = None) -> RunManifest:
         moment = now or datetime.now(UTC)
-        return cls(run_id=run_id or new_run_id(moment), started_at=iso(moment))
+        return cls(run_id=run_id or new_run_id(moment), started_at=moment)
 
     def table(self, name: str) -> TableRun:
         return self.tables.setdefault(name, TableRun())
@@ -93,23 +195,18 @@ class RunManifest:
     def finish(self, exit_code: int, *, now: datetime | None = None) -> None:
         self.exit_code = exit_code
         self.status = "ok" if exit_code == 0 else "failed"
-        self.finished_at = iso(now or datetime.now(UTC))
+        self.finished_at = now or datetime.now(UTC)
 
     def save(self, data_dir: Path | str) -> Path:
-        document = {"format": FORMAT, **asdict(self)}
-        _check_manifest(document)
-        return _write_json(manifest_path(data_dir, self.run_id), document)
+        path = manifest_path(data_dir, self.run_id)
+        try:
+            return _save(self, path)
+        except ValueError as exc:
+            raise ValueError(f"run manifest {path} not saved: {exc}") from None
 
     @classmethod
     def load(cls, data_dir: Path | str, run_id: str) -> RunManifest:
-        path = manifest_path(data_dir, run_id)
-        document = _read_json(path, "run manifest", _MANIFEST_HINT)
-        try:
-            _check_manifest(document)
-        except ValueError as exc:
-            raise _corrupt(path, "run manifest", str(exc), _MANIFEST_HINT) from None
-        tables = {name: TableRun(**run) for name, run in document["tables"].items()}
-        return cls(**{k: v for k, v in document.items() if k not in ("format", "tables")}, tables=tables)
+        return _load(cls, manifest_path(data_dir, run_id), "run manifest", _MANIFEST_HINT)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -119,12 +216,6 @@ def new_run_id(now: datetime | None = None) -> str:
 
 def manifest_path(data_dir: Path | str, run_id: str) -> Path:
     return Path(data_dir) / "runs" / f"{safe_name(run_id, 'run id')}.json"
-
-
-def iso(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise ValueError("a naive datetime has no zone; l2c keeps times in UTC")
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class StateStore:
@@ -140,23 +231,17 @@ class StateStore:
         if not path.exists():
             return TableState(table=table)
         hint = _STATE_HINT.format(table=table)
-        document = _read_json(path, "state file", hint)
-        try:
-            _check_state(document)
-            if document["table"] != table:
-                raise ValueError(f"it is the state of table {document['table']!r}")
-        except ValueError as exc:
-            raise _corrupt(path, "state file", str(exc), hint) from None
-        return TableState(**{k: v for k, v in document.items() if k != "format"})
+        state = _load(TableState, path, "state file", hint)
+        if state.table != table:
+            raise _corrupt(path, "state file", f"it is the state of table {state.table!r}", hint)
+        return state
 
     def save(self, state: TableState) -> Path:
         """Commit `state`; call it only once the Parquet pages it covers are durable."""
-        document = {"format": FORMAT, **asdict(state)}
         try:
-            _check_state(document)  # never write a file `load` would refuse
+            return _save(state, self.path(state.table))
         except ValueError as exc:
             raise ValueError(f"state of {state.table} not saved: {exc}") from None
-        return _write_json(self.path(state.table), document)
 
     def all(self) -> list[TableState]:
         if not self.directory.is_dir():
@@ -183,112 +268,25 @@ def _corrupt(path: Path, what: str, why: str, hint: str) -> ConfigError:
     return ConfigError(f"{what} {path} is unusable: {why}", hint=hint)
 
 
-def _read_json(path: Path, what: str, hint: str) -> dict[str, Any]:
+def _load(cls: type[D], path: Path, what: str, hint: str) -> D:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _corrupt(path, what, f"not readable JSON ({exc})", hint) from None
     if not isinstance(document, dict):
         raise _corrupt(path, what, "not a JSON object", hint)
-    return document
+    try:
+        return _validated(cls, document)
+    except ValueError as exc:
+        raise _corrupt(path, what, str(exc), hint) from None
 
 
-def _write_json(path: Path, document: Mapping[str, Any]) -> Path:
+def _save(model: Document, path: Path) -> Path:
+    """`model` as its file, the same shape the dataclasses wrote: "format" first, then every field in order."""
+    document = {"format": FORMAT, **model.model_dump(mode="json")}
+    _validated(type(model), document)  # never write a file `load` would refuse
     if not path.parent.exists():
         make_dirs(path.parent)
         os.chmod(path.parent, 0o700)
     data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     return atomic_write(path, lambda handle: handle.write(data), mode=0o600)
-
-
-# --- validation: every field's type, so a hand-edited or truncated file is refused, not half-read ----------
-
-Check = Callable[[Any], bool]
-
-
-def _optional(check: Check) -> Check:
-    return lambda value: value is None or check(value)
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_seconds(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-
-
-def _is_time(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        return datetime.fromisoformat(value).tzinfo is not None
-    except ValueError:
-        return False
-
-
-def _is_resume(value: Any) -> bool:
-    return isinstance(value, dict) and _fields_ok(value, _RESUME, optional=_RESUME_OPTIONAL) is None
-
-
-def _is_runs(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(name, str) and isinstance(run, dict) and _fields_ok(run, _TABLE_RUN) is None
-        for name, run in value.items())
-
-
-_RESUME: dict[str, Check] = {"stream": _is_str, "next_link": _is_str, "page_no": _is_count, "started_at": _is_time}
-_RESUME_OPTIONAL: dict[str, Check] = {"full": lambda v: isinstance(v, bool), "reconcile": lambda v: isinstance(v, bool)}
-_STATE: dict[str, Check] = {
-    "format": lambda v: v == FORMAT, "table": _is_str, "mode": lambda v: v in (None, "delta", "watermark"),
-    "delta_link": _optional(_is_str), "watermark": _optional(_is_time),
-    "boundary_ids": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
-    "signpost": _optional(_is_time), "resume": _optional(_is_resume), "last_success": _optional(_is_time),
-    "last_error": _optional(_is_str), "rows_total": _is_count, "token_issued_at": _optional(_is_time),
-}
-_TABLE_RUN: dict[str, Check] = {
-    f.name: (_is_seconds if f.name == "seconds" else _is_count if f.type == "int" else _optional(_is_str))
-    for f in fields(TableRun)
-}
-_MANIFEST: dict[str, Check] = {
-    "format": lambda v: v == FORMAT, "run_id": _is_str, "started_at": _is_time, "finished_at": _optional(_is_time),
-    "status": lambda v: v in ("running", "ok", "failed"),
-    "exit_code": _optional(lambda v: isinstance(v, int) and not isinstance(v, bool)), "tables": _is_runs,
-}
-assert set(_STATE) == {"format", *(f.name for f in fields(TableState))}
-assert set(_RESUME) | set(_RESUME_OPTIONAL) == set(Resume.__annotations__)
-assert set(_MANIFEST) == {"format", *(f.name for f in fields(RunManifest))}
-
-
-def _fields_ok(document: Mapping[str, Any], checks: Mapping[str, Check],
-               optional: Mapping[str, Check] | None = None) -> str | None:
-    """None if `document` has these fields (and perhaps the optional ones), each valid; else what is wrong."""
-    if document.get("format", FORMAT) != FORMAT and "format" in checks:
-        return f"format {document.get('format')!r}, this l2c reads format {FORMAT} (written by another version?)"
-    every = {**checks, **(optional or {})}
-    missing, unknown = set(checks) - set(document), set(document) - set(every)
-    if missing or unknown:
-        return ", ".join([*([f"missing fields {sorted(missing)}"] if missing else []),
-                          *([f"unknown fields {sorted(unknown)}"] if unknown else [])])
-    wrong = [name for name, check in every.items() if name in document and not check(document[name])]
-    if not wrong:
-        return None
-    nested = document.get("resume") if "resume" in wrong else None
-    detail = _fields_ok(nested, _RESUME, _RESUME_OPTIONAL) if isinstance(nested, dict) else None
-    return f"bad value in {', '.join(wrong)}" + (f" (resume: {detail})" if detail else "")
-
-
-def _check_state(document: Mapping[str, Any]) -> None:
-    problem = _fields_ok(document, _STATE)
-    if problem:
-        raise ValueError(problem)
-
-
-def _check_manifest(document: Mapping[str, Any]) -> None:
-    problem = _fields_ok(document, _MANIFEST)
-    if problem:
-        raise ValueError(problem)

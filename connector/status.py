@@ -12,10 +12,10 @@ from connector.metadata import primary_ids
 from connector.state import StateStore
 
 
-def _age(iso: str | None, now: datetime) -> str:
-    if not iso:
+def _age(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
         return "-"
-    seconds = (now - datetime.fromisoformat(iso)).total_seconds()
+    seconds = (now - moment).total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if abs(seconds) >= size:
             return f"{seconds / size:.1f}{unit}"
@@ -34,10 +34,11 @@ def status(settings: Settings, now: datetime | None = None) -> list[str]:
         anchor = state.token_issued_at if state.mode == "delta" else state.watermark
         notes = []
         if state.resume:
-            notes.append(f"resumes at page {state.resume.get('page_no')}")
+            notes.append(f"resumes at page {state.resume.page_no}")
         if state.last_error:
             notes.append(f"last error: {state.last_error}")
-        lines.append(f"{name:<20} {state.mode or 'never':<10} {state.last_success or '-':<26} {rows:>10} "
+        last_sync = state.last_success.isoformat() if state.last_success else "-"  # as l2c writes it in the state file
+        lines.append(f"{name:<20} {state.mode or 'never':<10} {last_sync:<26} {rows:>10} "
                      f"{_age(anchor, now):>13}  {'; '.join(notes)}")
     return lines
 

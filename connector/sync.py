@@ -28,7 +28,7 @@ from connector import rows as rowmod
 from connector.lake import Lake
 from connector.metadata import TableMeta
 from connector.odata import Client, Query, datetime_literal, pages, prefer, stored_link
-from connector.state import StateStore, TableState
+from connector.state import Resume, StateStore, TableState
 from ground.errors import RequestRejected
 
 log = logging.getLogger("l2c.sync")
@@ -58,8 +58,10 @@ class TableResult:
     quarantined: int = 0
     pages: int = 0
     notes: list[str] = field(default_factory=list)
-    before: str | None = None
-    after: str | None = None
+    delta_before: str | None = None  # delta mode: the delta link at the start and at the end
+    delta_after: str | None = None
+    watermark_before: datetime | None = None  # watermark mode: the watermark at the start and at the end
+    watermark_after: datetime | None = None
 
 
 def selected(cfg: TableConfig, meta: TableMeta) -> list[str]:
@@ -136,14 +138,14 @@ def _drop_landed(ctx: SyncContext, table: str, pk: str, frame: pl.DataFrame) -> 
 def _delta(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: TableState, result: TableResult,
            *, reconcile: bool = False) -> TableResult:
     result.mode = "delta"
-    result.before = state.delta_link
+    result.delta_before = state.delta_link
     resume = state.resume
     first_time: datetime | None = None  # the server's time at the read's first page: its token's start
     if resume:
-        stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
-        reconcile = reconcile or bool(resume.get("reconcile"))
-        full = bool(resume.get("full"))
-        first_time = datetime.fromisoformat(resume["started_at"])
+        stream, url, page_no = resume.stream, resume.next_link, resume.page_no
+        reconcile = reconcile or resume.reconcile
+        full = resume.full
+        first_time = resume.started_at
     elif state.delta_link:
         stream, url, page_no, full = f"delta-{ctx.run_id}", state.delta_link, 1, False
     else:
@@ -156,9 +158,8 @@ def _delta(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: TableStat
         _land(ctx, cfg, meta, stream, page.number, page.records, page.server_time, result)
         state = ctx.states.load(cfg.name)
         if page.next_link:
-            state.resume = {"stream": stream, "next_link": stored_link(page.next_link) or "",
-                            "page_no": page.number + 1,
-                            "started_at": state_time(first_time), "full": full, "reconcile": reconcile}
+            state.resume = Resume(stream=stream, next_link=stored_link(page.next_link) or "", page_no=page.number + 1,
+                                  started_at=state_time(first_time), full=full, reconcile=reconcile)
         else:
             if reconcile and full:
                 result.deletions += _reconcile(ctx, cfg, meta, stream, page.server_time)
@@ -169,7 +170,7 @@ def _delta(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: TableStat
             state.last_success = state.token_issued_at
             state.last_error = None
         ctx.states.save(state)
-    result.after = state.delta_link
+    result.delta_after = state.delta_link
     return result
 
 
@@ -189,14 +190,14 @@ def _watermark(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: Table
     result.mode = "watermark"
     column = ctx.tables.watermark_column(cfg)
     overlap = timedelta(seconds=ctx.tables.defaults.watermark_overlap_seconds)
-    result.before = state.watermark
+    result.watermark_before = state.watermark
     incremental = state.watermark is not None  # only a re-read overlap can hold rows already landed
     resume = state.resume
     if resume:
-        stream, url, page_no = resume["stream"], resume["next_link"], int(resume["page_no"])
-        signpost = datetime.fromisoformat(resume["started_at"])
+        stream, url, page_no = resume.stream, resume.next_link, resume.page_no
+        signpost: datetime | None = resume.started_at
     else:
-        lower = datetime.fromisoformat(state.watermark) - overlap if state.watermark else ctx.since
+        lower = state.watermark - overlap if state.watermark else ctx.since
         condition = f"{column} ge {datetime_literal(lower)}" if lower else None
         query = Query(meta.entity_set, selected(cfg, meta), filter=condition,
                       orderby=f"{column} asc,{meta.primary_id} asc")
@@ -207,9 +208,8 @@ def _watermark(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: Table
         state = ctx.states.load(cfg.name)
         state.mode = "watermark"
         if page.next_link:
-            state.resume = {"stream": stream, "next_link": stored_link(page.next_link) or "",
-                            "page_no": page.number + 1,
-                            "started_at": state_time(signpost)}
+            state.resume = Resume(stream=stream, next_link=stored_link(page.next_link) or "", page_no=page.number + 1,
+                                  started_at=state_time(signpost))
             state.signpost = state_time(signpost)
         else:
             # Everything written up to the signpost has been read; later writes come next run.
@@ -218,10 +218,10 @@ def _watermark(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: Table
             state.resume, state.last_error = None, None
             state.last_success = state.watermark
         ctx.states.save(state)
-    result.after = state.watermark
+    result.watermark_after = state.watermark
     return result
 
 
-def state_time(moment: datetime | None) -> str:
-    """State times are ISO 8601 with a zone; a reply without a Date header falls back to our clock."""
-    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat()
+def state_time(moment: datetime | None) -> datetime:
+    """State times are UTC; a reply without a Date header falls back to our clock."""
+    return (moment or datetime.now(UTC)).astimezone(UTC)

@@ -226,8 +226,9 @@ def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_P
     tables = load_tables(settings.tables_file)
     stamp = fingerprint(load_activities(settings.activity_map, tables), tables)
     pages = lake_pages(data_dir)
-    previous = None if full else TransformState.load(data_dir)
-    reason = "asked for (--full)" if full else _why_full(previous, stamp, pages, out)
+    found = "asked for (--full)" if full else TransformState.read(data_dir)
+    previous = found if isinstance(found, TransformState) else None
+    reason = found if isinstance(found, str) else _why_full(found, stamp, pages, out)
     generation = next_generation(data_dir)
     users_path = frame_path(data_dir, "event_users", generation)
     new = sorted(set(pages) - set(previous.pages)) if previous is not None and reason is None else None
@@ -250,8 +251,8 @@ def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_P
                                         notes=inputs.notes)
         beside = {**analysis_tables(inputs.records, inputs.model), "quality_issues": issues}
     counts = quality.counts(issues)
-    state = TransformState(stamp, pages, generation, event_count, case_count, orphans.height, counts,
-                           tables=sorted(beside))
+    state = TransformState(fingerprint=stamp, pages=pages, generation=generation, events=event_count,
+                           cases=case_count, orphans=orphans.height, quality=counts, tables=sorted(beside))
     state.save(data_dir, {"case_map": cases_of, "orphans": orphans, **beside})
     return _result(data_dir, state, out, mode=mode, recomputed=recomputed, reason=reason or "")
 
@@ -319,11 +320,9 @@ def _sink(plan: pl.LazyFrame, path: Path) -> int:
     return int(pl.scan_parquet(path).select(pl.len()).collect().item())
 
 
-def _why_full(previous: TransformState | None, stamp: str, pages: dict[str, list[int]],
+def _why_full(previous: TransformState, stamp: str, pages: dict[str, list[int]],
               outputs: dict[str, Path]) -> str | None:
     """Why the previous build cannot be brought up to date incrementally; None when it can."""
-    if previous is None:
-        return "no previous build"
     if previous.fingerprint != stamp:
         return "the activity rules, table declarations or transform code changed"
     if any(pages.get(page) != seen for page, seen in previous.pages.items()):

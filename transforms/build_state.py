@@ -6,7 +6,9 @@ of the transforms package), the generation of the frames beside it (`case_map`, 
 tables it names for the database: `<name>-<generation>.parquet`) and the counts of that build. It is written
 last, by temp file + rename, once the outputs and the frames of its generation are on disk. A transform killed
 before that leaves the previous state, so the next one reads the same new pages again and recomputes the same
-cases: a case recomputed twice gives the same rows, so nothing is lost or duplicated.
+cases: a case recomputed twice gives the same rows, so nothing is lost or duplicated. The state is a pydantic
+model checked as strictly as the extract's (connector/state.py `Document`); one that is missing, of another
+format or unusable is no error but the reason the next build is a full one, which rewrites it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import polars as pl
+from pydantic import Field, NonNegativeInt, ValidationError
 
 from connector.lake import Lake
+from connector.state import IN_FILE, Document, first_problem
 from ground.files import atomic_write, write_output
 from transforms.outputs import state_dir
 
@@ -28,6 +32,7 @@ SOURCES = Path(__file__).parent
 FRAMES = ("case_map", "event_users", "orphans")
 STATE_FILE = "state.json"
 FORMAT = 3
+PageStamp = Annotated[list[int], Field(min_length=2, max_length=2)]  # [size, mtime_ns]
 
 
 def frame_path(data_dir: Path, name: str, generation: int) -> Path:
@@ -42,29 +47,45 @@ def next_generation(data_dir: Path) -> int:
     return last.generation + 1 if last else 1
 
 
-@dataclass
-class TransformState:
+class TransformState(Document):
     fingerprint: str
-    pages: dict[str, list[int]]  # raw page path, relative to the data directory -> [size, mtime_ns]
-    generation: int = 0
-    events: int = 0
-    cases: int = 0
-    orphans: int = 0
-    quality: dict[str, int] = field(default_factory=dict)
-    tables: list[str] = field(default_factory=list)  # frames of this generation that become database tables
+    pages: dict[str, PageStamp]  # raw page path, relative to the data directory -> [size, mtime_ns]
+    generation: NonNegativeInt = 0
+    events: NonNegativeInt = 0
+    cases: NonNegativeInt = 0
+    orphans: NonNegativeInt = 0
+    quality: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    tables: list[str] = Field(default_factory=list)  # frames of this generation that become database tables
     format: int = FORMAT
 
     @classmethod
     def load(cls, data_dir: Path) -> TransformState | None:
-        """The state of the last finished build, or None (none yet, an older format, or unreadable)."""
+        """The state of the last finished build, or None (none yet, another format, unusable, frames gone)."""
+        found = cls.read(data_dir)
+        return found if isinstance(found, TransformState) else None
+
+    @classmethod
+    def read(cls, data_dir: Path) -> TransformState | str:
+        """The state of the last finished build, or why there is none to build on (a full build's reason)."""
+        path = state_dir(data_dir) / STATE_FILE
+        if not path.exists():
+            return "no previous build"
+        unusable = f"the previous build's state {path} is unusable"
         try:
-            document = json.loads((state_dir(data_dir) / STATE_FILE).read_text("utf-8"))
-            state = cls(**document)
-        except (OSError, ValueError, TypeError):
-            return None
-        if state.format != FORMAT or not all(state.frame_path(data_dir, name).is_file()
-                                             for name in (*FRAMES, *state.tables)):
-            return None
+            document = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            return f"{unusable}: not readable JSON ({exc})"
+        if not isinstance(document, dict):
+            return f"{unusable}: not a JSON object"
+        if document.get("format") != FORMAT:
+            return f"the previous build was made by another l2c version (state format {document.get('format')!r})"
+        try:
+            state = cls.model_validate(document, context=IN_FILE)
+        except ValidationError as exc:
+            return f"{unusable}: {first_problem(exc)}"
+        missing = [name for name in (*FRAMES, *state.tables) if not state.frame_path(data_dir, name).is_file()]
+        if missing:
+            return f"the previous build's frames {', '.join(missing)} are missing"
         return state
 
     def frame_path(self, data_dir: Path, name: str) -> Path:
@@ -82,10 +103,10 @@ class TransformState:
             write_output(frame, self.frame_path(data_dir, name))
         missing = [name for name in (*FRAMES, *self.tables) if not self.frame_path(data_dir, name).is_file()]
         assert not missing, f"the build wrote no {missing} of generation {self.generation}"
-        text = json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        text = json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True).encode()
         atomic_write(directory / STATE_FILE, lambda handle: handle.write(text))
         kept = {self.frame_path(data_dir, name).name for name in (*FRAMES, *self.tables)}
-        for path in directory.glob("*.parquet"):
+        for path in directory.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].parquet"):  # older generations' frames
             if path.name not in kept:
                 path.unlink(missing_ok=True)
 

@@ -1,5 +1,6 @@
 """connector/state.py: round trips, 0600 files, refused (never reset) corrupt state, atomic saves under SIGKILL,
-and the run manifest."""
+the run manifest, and every field's validation as a table of (change to a valid document, message). Files
+written before the pydantic models: tests/connector/test_state_compat.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import stat
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from connector.state import RunManifest, StateStore, TableState
+from connector.state import Resume, RunManifest, StateStore, TableRun, TableState
 from ground.errors import ConfigError
 from tests.connector.conftest import PAUSE_BEFORE_RENAME
 
@@ -71,7 +72,7 @@ def test_any_state_round_trips(state: TableState) -> None:
 
 
 def _doc(**changes: Any) -> dict[str, Any]:
-    document = {"format": 1, **json.loads(json.dumps(FULL.__dict__))}
+    document = {"format": 1, **FULL.model_dump(mode="json")}
     document.update(changes)
     return {k: v for k, v in document.items() if v != "<drop>"}
 
@@ -81,19 +82,17 @@ CORRUPT = [
     ("[]", "not a JSON object"),
     ("", "not readable JSON"),
     (json.dumps(_doc(format=2)), "format 2, this l2c reads format 1"),
-    (json.dumps(_doc(watermark="<drop>")), r"missing fields \['watermark'\]"),
-    (json.dumps(_doc(cursor="x")), r"unknown fields \['cursor'\]"),
+    (json.dumps(_doc(watermark="<drop>")), "missing field watermark"),
+    (json.dumps(_doc(cursor="x")), "unknown field cursor"),
     (json.dumps(_doc(watermark="2024-03-01T09:00:00")), "bad value in watermark"),  # no zone
     (json.dumps(_doc(watermark="yesterday")), "bad value in watermark"),
     (json.dumps(_doc(mode="full")), "bad value in mode"),
     (json.dumps(_doc(rows_total=-1)), "bad value in rows_total"),
     (json.dumps(_doc(rows_total=True)), "bad value in rows_total"),
     (json.dumps(_doc(boundary_ids="b1")), "bad value in boundary_ids"),
-    (json.dumps(_doc(resume={"stream": "s", "page_no": 1})),
-     r"bad value in resume \(resume: missing fields \['next_link', 'started_at'\]\)"),
-    (json.dumps(_doc(resume={**FULL.resume, "signpost": "x"})),  # type: ignore[dict-item]
-     r"bad value in resume \(resume: unknown fields \['signpost'\]\)"),
-    (json.dumps(_doc(resume={**FULL.resume, "full": "yes"})), r"bad value in resume \(resume: bad value in full\)"),  # type: ignore[dict-item]
+    (json.dumps(_doc(resume={"stream": "s", "page_no": 1})), r"missing field resume\.next_link"),
+    (json.dumps(_doc(resume={**_doc()["resume"], "signpost": "x"})), r"unknown field resume\.signpost"),
+    (json.dumps(_doc(resume={**_doc()["resume"], "full": "yes"})), r"bad value in resume\.full"),
     (json.dumps(_doc(table="lead")), "it is the state of table 'lead'"),
 ]
 
@@ -113,8 +112,9 @@ def test_corrupt_state_is_refused_not_reset(store: StateStore, content: str, mes
 
 def test_an_invalid_state_is_never_written(store: StateStore) -> None:
     store.save(FULL)
-    with pytest.raises(ValueError, match="state of opportunity not saved: bad value in watermark"):
-        store.save(replace(FULL, watermark="2024-03-01 09:00"))
+    naive = FULL.model_copy(update={"watermark": datetime(2024, 3, 1, 9)})  # model_copy does not validate
+    with pytest.raises(ValueError, match="state of opportunity not saved: bad value in watermark: a time without"):
+        store.save(naive)
     assert store.load("opportunity") == FULL
 
 
@@ -145,7 +145,10 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     manifest.finish(0, now=datetime(2024, 3, 1, 9, 5, tzinfo=UTC))
     manifest.save(tmp_path)
     loaded = RunManifest.load(tmp_path, manifest.run_id)
-    assert loaded == manifest and loaded.status == "ok" and loaded.finished_at == "2024-03-01T09:05:00Z"
+    assert loaded == manifest and loaded.status == "ok" and loaded.finished_at == datetime(2024, 3, 1, 9, 5, tzinfo=UTC)
+    document = json.loads(path.read_text())
+    assert (document["started_at"], document["finished_at"]) == ("2024-03-01T09:00:00Z", "2024-03-01T09:05:00Z")
+    assert document["tables"]["lead"]["watermark_after"] == "2024-03-01T09:00:00+00:00"  # as states spell times
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -158,3 +161,206 @@ def test_failed_run_and_corrupt_manifest(tmp_path: Path) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text()), "exit_code": "4"}))
     with pytest.raises(ConfigError, match=r"run manifest .*run-1.json is unusable: bad value in exit_code"):
         RunManifest.load(tmp_path, "run-1")
+
+
+# --- every field's validation: (what the file holds, the message after "is unusable: ") ---------------------
+
+class _Drop:
+    def __repr__(self) -> str:  # the same test id in every xdist worker
+        return "DROP"
+
+
+DROP = _Drop()  # the field is removed
+
+
+def _changed(document: dict[str, Any], where: str, value: Any) -> dict[str, Any]:
+    """`document` with the field at dotted path `where` set to `value` (or removed: DROP)."""
+    changed = json.loads(json.dumps(document))
+    *parents, name = where.split(".")
+    node = changed
+    for part in parents:
+        node = node[part]
+    if value is DROP:
+        del node[name]
+    else:
+        node[name] = value
+    return changed
+
+
+NAIVE, DATE_ONLY = "2024-03-01T09:00:00", "2024-03-01"
+NO_ZONE, NOT_TIME = "a time without a zone (l2c keeps times in UTC)", "not an ISO 8601 time"
+STATE_FIELDS: list[tuple[str, Any, str]] = [
+    ("format", DROP, "missing field format"),
+    ("format", 2, "format 2, this l2c reads format 1 (written by another version?)"),
+    ("format", "1", "format '1', this l2c reads format 1 (written by another version?)"),
+    ("format", True, "format True, this l2c reads format 1 (written by another version?)"),
+    ("table", DROP, "missing field table"),
+    ("table", 7, "bad value in table: Input should be a valid string"),
+    ("table", "lead", "it is the state of table 'lead'"),
+    ("mode", DROP, "missing field mode"),
+    ("mode", "full", "bad value in mode: Input should be 'delta' or 'watermark'"),
+    ("delta_link", DROP, "missing field delta_link"),
+    ("delta_link", 42, "bad value in delta_link: Input should be a valid string"),
+    ("watermark", DROP, "missing field watermark"),
+    ("watermark", NAIVE, f"bad value in watermark: {NO_ZONE}"),
+    ("watermark", DATE_ONLY, f"bad value in watermark: {NO_ZONE}"),
+    ("watermark", "yesterday", f"bad value in watermark: {NOT_TIME}"),
+    ("watermark", 1709283600, f"bad value in watermark: {NOT_TIME}"),
+    ("boundary_ids", DROP, "missing field boundary_ids"),
+    ("boundary_ids", "b1", "bad value in boundary_ids: Input should be a valid list"),
+    ("boundary_ids", ["b1", 2], "bad value in boundary_ids.1: Input should be a valid string"),
+    ("signpost", DROP, "missing field signpost"),
+    ("signpost", NAIVE, f"bad value in signpost: {NO_ZONE}"),
+    ("resume", DROP, "missing field resume"),
+    ("resume", "sync-1", "bad value in resume: Input should be a valid dictionary or instance of Resume"),
+    ("resume.cursor", 1, "unknown field resume.cursor"),
+    ("resume.stream", DROP, "missing field resume.stream"),
+    ("resume.stream", None, "bad value in resume.stream: Input should be a valid string"),
+    ("resume.next_link", DROP, "missing field resume.next_link"),
+    ("resume.next_link", ["x"], "bad value in resume.next_link: Input should be a valid string"),
+    ("resume.page_no", DROP, "missing field resume.page_no"),
+    ("resume.page_no", "4", "bad value in resume.page_no: Input should be a valid integer"),
+    ("resume.page_no", -1, "bad value in resume.page_no: Input should be greater than or equal to 0"),
+    ("resume.started_at", DROP, "missing field resume.started_at"),
+    ("resume.started_at", NAIVE, f"bad value in resume.started_at: {NO_ZONE}"),
+    ("resume.full", "yes", "bad value in resume.full: Input should be a valid boolean"),
+    ("resume.reconcile", 0, "bad value in resume.reconcile: Input should be a valid boolean"),
+    ("last_success", DROP, "missing field last_success"),
+    ("last_success", NOT_TIME, f"bad value in last_success: {NOT_TIME}"),
+    ("last_error", DROP, "missing field last_error"),
+    ("last_error", {"code": 1}, "bad value in last_error: Input should be a valid string"),
+    ("rows_total", DROP, "missing field rows_total"),
+    ("rows_total", -1, "bad value in rows_total: Input should be greater than or equal to 0"),
+    ("rows_total", True, "bad value in rows_total: Input should be a valid integer"),
+    ("rows_total", 1.0, "bad value in rows_total: Input should be a valid integer"),
+    ("token_issued_at", DROP, "missing field token_issued_at"),
+    ("token_issued_at", DATE_ONLY, f"bad value in token_issued_at: {NO_ZONE}"),
+    ("cursor", "x", "unknown field cursor"),
+]
+
+
+@pytest.mark.parametrize(("where", "value", "message"), STATE_FIELDS, ids=[f"{w}={v!r}" for w, v, _ in STATE_FIELDS])
+def test_every_state_field_is_checked(store: StateStore, where: str, value: Any, message: str) -> None:
+    store.directory.mkdir(parents=True)
+    path = store.path("opportunity")
+    content = json.dumps(_changed(_doc(), where, value), indent=2)
+    path.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        store.load("opportunity")
+    assert str(err.value) == (f"state file {path} is unusable: {message}. l2c writes it and nobody else should: "
+                              "restore it from a backup, or delete it to extract opportunity again from the start "
+                              "(the pages already in raw/ stay and later versions supersede them)")
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)
+    assert path.read_text() == content  # refused, not reset
+
+
+def test_the_table_names_every_field() -> None:
+    named = {w.split(".")[0] for w, _, _ in STATE_FIELDS} | {w for w, _, _ in STATE_FIELDS if w.startswith("resume.")}
+    assert named >= {"format", *TableState.model_fields, *(f"resume.{f}" for f in Resume.model_fields)}
+    named = {w for w, _, _ in MANIFEST_FIELDS if not w.startswith("tables.lead.")} | {
+        w.removeprefix("tables.lead.") for w, _, _ in MANIFEST_FIELDS if w.startswith("tables.lead.")}
+    assert named >= {"format", *RunManifest.model_fields, *TableRun.model_fields}
+
+
+VALID_STATES: list[tuple[str, Any]] = [
+    ("mode", None), ("mode", "watermark"), ("delta_link", None), ("watermark", None),
+    ("watermark", "2024-03-01T09:00Z"), ("watermark", "2024-03-01T10:00:00.250+01:00"),
+    ("watermark", "2024-03-01 09:00:00+00:00"), ("signpost", None),
+    ("resume", None), ("resume.full", DROP), ("resume.reconcile", DROP), ("last_error", ""), ("boundary_ids", []),
+]
+
+
+@pytest.mark.parametrize(("where", "value"), VALID_STATES, ids=[f"{w}={v!r}" for w, v in VALID_STATES])
+def test_what_a_state_may_hold(store: StateStore, where: str, value: Any) -> None:
+    store.directory.mkdir(parents=True)
+    store.path("opportunity").write_text(json.dumps(_changed(_doc(), where, value)))
+    state = store.load("opportunity")
+    store.save(state)
+    assert store.load("opportunity") == state
+
+
+def _manifest_doc() -> dict[str, Any]:
+    manifest = RunManifest.start("run-1", now=datetime(2024, 3, 1, 9, tzinfo=UTC))
+    manifest.table("lead").watermark_after = datetime(2024, 3, 1, 9, tzinfo=UTC)
+    manifest.table("lead").delta_before, manifest.table("lead").error = "https://org/x?$deltatoken=1", "failed"
+    manifest.finish(4, now=datetime(2024, 3, 1, 9, 5, tzinfo=UTC))
+    return {"format": 1, **manifest.model_dump(mode="json")}
+
+
+MANIFEST_FIELDS: list[tuple[str, Any, str]] = [
+    ("format", DROP, "missing field format"),
+    ("format", 0, "format 0, this l2c reads format 1 (written by another version?)"),
+    ("run_id", DROP, "missing field run_id"),
+    ("run_id", 1, "bad value in run_id: Input should be a valid string"),
+    ("started_at", DROP, "missing field started_at"),
+    ("started_at", NAIVE, f"bad value in started_at: {NO_ZONE}"),
+    ("finished_at", DROP, "missing field finished_at"),
+    ("finished_at", "soon", f"bad value in finished_at: {NOT_TIME}"),
+    ("status", DROP, "missing field status"),
+    ("status", "done", "bad value in status: Input should be 'running', 'ok' or 'failed'"),
+    ("exit_code", DROP, "missing field exit_code"),
+    ("exit_code", "4", "bad value in exit_code: Input should be a valid integer"),
+    ("exit_code", False, "bad value in exit_code: Input should be a valid integer"),
+    ("tables", DROP, "missing field tables"),
+    ("tables", [], "bad value in tables: Input should be a valid dictionary"),
+    ("tables.lead", 3, "bad value in tables.lead: Input should be a valid dictionary or instance of TableRun"),
+    ("tables.lead.rows", DROP, "missing field tables.lead.rows"),
+    ("tables.lead.rows", -5, "bad value in tables.lead.rows: Input should be greater than or equal to 0"),
+    ("tables.lead.pages", "1", "bad value in tables.lead.pages: Input should be a valid integer"),
+    ("tables.lead.deletions", None, "bad value in tables.lead.deletions: Input should be a valid integer"),
+    ("tables.lead.quarantined", DROP, "missing field tables.lead.quarantined"),
+    ("tables.lead.requests", 2.5, "bad value in tables.lead.requests: Input should be a valid integer"),
+    ("tables.lead.throttled", True, "bad value in tables.lead.throttled: Input should be a valid integer"),
+    ("tables.lead.retries", -1, "bad value in tables.lead.retries: Input should be greater than or equal to 0"),
+    ("tables.lead.seconds", "1.5", "bad value in tables.lead.seconds: Input should be a valid number"),
+    ("tables.lead.seconds", -0.5, "bad value in tables.lead.seconds: Input should be greater than or equal to 0"),
+    ("tables.lead.audit_details", DROP, "missing field tables.lead.audit_details"),
+    ("tables.lead.watermark_before", "x", f"bad value in tables.lead.watermark_before: {NOT_TIME}"),
+    ("tables.lead.watermark_after", NAIVE, f"bad value in tables.lead.watermark_after: {NO_ZONE}"),
+    ("tables.lead.delta_before", 5, "bad value in tables.lead.delta_before: Input should be a valid string"),
+    ("tables.lead.delta_after", DROP, "missing field tables.lead.delta_after"),
+    ("tables.lead.error", ["x"], "bad value in tables.lead.error: Input should be a valid string"),
+    ("tables.lead.cursor", 1, "unknown field tables.lead.cursor"),
+    ("seconds", 1, "unknown field seconds"),
+]
+
+
+@pytest.mark.parametrize(("where", "value", "message"), MANIFEST_FIELDS,
+                         ids=[f"{w}={v!r}" for w, v, _ in MANIFEST_FIELDS])
+def test_every_manifest_field_is_checked(tmp_path: Path, where: str, value: Any, message: str) -> None:
+    path = tmp_path / "runs" / "run-1.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(_changed(_manifest_doc(), where, value)))
+    with pytest.raises(ConfigError) as err:
+        RunManifest.load(tmp_path, "run-1")
+    assert str(err.value) == f"run manifest {path} is unusable: {message}. it only records a past run: move it aside"
+    assert err.value.exit_code == 2
+
+
+def test_a_manifest_with_whole_seconds_loads(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "run-1.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(_changed(_manifest_doc(), "tables.lead.seconds", 2)))
+    assert RunManifest.load(tmp_path, "run-1").tables["lead"].seconds == 2.0
+
+
+def test_code_that_sets_a_bad_value_fails_where_it_does(store: StateStore) -> None:
+    state = store.load("lead")
+    with pytest.raises(ValidationError):
+        state.mode = "full"  # type: ignore[assignment]
+    with pytest.raises(ValidationError):
+        state.watermark = datetime(2024, 3, 1, 9)  # naive
+    with pytest.raises(ValidationError):
+        RunManifest.start(now=datetime(2024, 3, 1, 9))
+
+
+def test_a_watermark_resume_point_is_written_without_the_delta_flags(store: StateStore) -> None:
+    started = datetime(2024, 3, 1, 9, tzinfo=UTC)
+    state = TableState(table="lead", mode="watermark", signpost=started,
+                       resume=Resume(stream="wm-1", next_link="/api/data/v9.2/leads?$skiptoken=1", page_no=2,
+                                     started_at=started))
+    written = json.loads(store.save(state).read_text())
+    assert written["resume"] == {"stream": "wm-1", "next_link": "/api/data/v9.2/leads?$skiptoken=1", "page_no": 2,
+                                 "started_at": "2024-03-01T09:00:00+00:00"}
+    assert list(written) == ["format", *TableState.model_fields]
+    assert store.load("lead") == state and not state.resume.full  # type: ignore[union-attr]

@@ -8,7 +8,6 @@ done; the next run completes it."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -57,7 +56,7 @@ def test_a_table_that_keeps_failing_exits_4_and_commits_nothing_of_its_run(tmp_p
                                 L2C_HTTP_TIMEOUT=0.5)
         assert extract(settings).exit_code == 0
         states = StateStore(settings.data_dir)
-        before = {name: replace(states.load(name), last_error=None) for name in ("quote", "lead")}
+        before = {name: states.load(name).model_copy(update={"last_error": None}) for name in ("quote", "lead")}
         sandbox.advance(2.0)
         faults = sandbox.options.faults
         faults.only_paths = "/api/data/v9.2/quotes"
@@ -69,7 +68,8 @@ def test_a_table_that_keeps_failing_exits_4_and_commits_nothing_of_its_run(tmp_p
         assert failed.exit_code == 4 and set(failed.errors) == {"quote"}, failed.errors
         assert "\n" not in str(failed.errors["quote"])
         quote = states.load("quote")
-        assert replace(quote, last_error=None) == before["quote"]  # its cursor did not move: nothing committed
+        # Its cursor did not move: nothing committed.
+        assert quote.model_copy(update={"last_error": None}) == before["quote"]
         assert quote.last_error  # and `l2c status` can say why
         assert states.load("lead").delta_link != before["lead"].delta_link  # the other tables went on
         faults.only_paths, faults.p_503, faults.timeout_ms = None, 0.0, 0

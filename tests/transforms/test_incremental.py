@@ -152,6 +152,12 @@ def test_changed_rules_or_a_changed_page_force_a_full_rebuild(tmp_path: Path) ->
         assert transform(settings).reason == "cases.parquet is missing"
         forced: BuildResult = transform(settings, full=True)
         assert (forced.mode, forced.reason) == ("full", "asked for (--full)")
+        state = build_state.state_dir(settings.data_dir) / build_state.STATE_FILE
+        state.write_text(state.read_text().replace('"events"', '"event_count"'))  # edited by hand
+        rebuilt = transform(settings)
+        assert (rebuilt.mode, rebuilt.reason) == ("full", f"the previous build's state {state} is unusable: unknown "
+                                                          "field event_count")
+        assert rebuilt.events == forced.events and transform(settings).mode == "unchanged"  # state rewritten
 
 
 # --- which cases new rows touch, on hand-made frames ----------------------------------------------------------
