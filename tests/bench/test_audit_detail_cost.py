@@ -19,7 +19,8 @@ import pytest
 
 from connector.extract import extract
 from sandbox.runtime import OrgState, Sandbox
-from tests.connector.test_extract import expected_details, settings_for
+from tests.conftest import settings_for
+from tests.connector.conftest import expected_details
 
 pytestmark = pytest.mark.bench
 

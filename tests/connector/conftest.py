@@ -7,11 +7,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
+from config.activities import detail_columns, load_activities
 from config.settings import Settings
+from config.tables import load_tables
+from connector.audit import OP_DELETE, OP_UPDATE, mask_numbers
 from connector.http import DataverseClient
 from sandbox.runtime import OrgState, Sandbox
+from sandbox.schema import TABLES
 from sandbox.tls import SandboxTLS, make_tls
 from tests.realdata.org import ScriptedOrg
 
@@ -113,3 +118,19 @@ def lake_kill_during() -> Callable[[str], None]:
             child.communicate()
 
     return run
+
+
+def expected_details(sandbox: Sandbox) -> set[str]:
+    """Update audit rows whose attributemask names a column a rule reads or a declared audit column, and Delete
+    rows, from the org's audit."""
+    out: set[str] = set()
+    audits = sandbox.org.audits
+    tables = load_tables()
+    rule_columns = detail_columns(load_activities(None, tables))
+    for cfg in tables.audited:
+        numbers = {TABLES[cfg.name].by_name[c].number for c in {*cfg.audit_columns, *rule_columns.get(cfg.name, ())}}
+        rows = audits.filter(pl.col("objecttypecode") == cfg.name)
+        for auditid, operation, mask in rows.select("auditid", "operation", "attributemask").iter_rows():
+            if (operation == OP_UPDATE and mask_numbers(mask) & numbers) or operation == OP_DELETE:
+                out.add(auditid)
+    return out

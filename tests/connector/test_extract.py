@@ -20,27 +20,19 @@ from typing import Any
 import polars as pl
 import pytest
 
-from config.activities import detail_columns, load_activities
-from config.settings import Settings
 from config.tables import load_tables
-from connector.audit import BATCH_SIZE, OP_DELETE, OP_UPDATE, mask_numbers
+from connector.audit import BATCH_SIZE
 from connector.extract import extract
 from connector.lake import Lake
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
 from sandbox.schema import TABLES
 from sandbox.webapi import PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY
+from tests.conftest import settings_for
+from tests.connector.conftest import expected_details
 
 L2C = str(Path(sys.executable).with_name("l2c"))
 
 
-def settings_for(sandbox: Sandbox, data_dir: Path, **extra: Any) -> Settings:
-    env = sandbox.env()
-    return Settings(
-        DATAVERSE_URL=env["DATAVERSE_URL"], AZURE_TENANT_ID=env["AZURE_TENANT_ID"],  # type: ignore[call-arg]
-        AZURE_CLIENT_ID=env["AZURE_CLIENT_ID"], AZURE_CLIENT_SECRET=env["AZURE_CLIENT_SECRET"],
-        AZURE_AUTHORITY_HOST=env["AZURE_AUTHORITY_HOST"], L2C_CA_BUNDLE=env["L2C_CA_BUNDLE"],
-        L2C_DATA_DIR=str(data_dir), **extra,
-    )
 
 
 def assert_lake_matches_org(lake: Lake, sandbox: Sandbox) -> None:
@@ -58,20 +50,6 @@ def assert_lake_matches_org(lake: Lake, sandbox: Sandbox) -> None:
             assert (joined.get_column("statecode") == joined.get_column("statecode_lake")).all(), cfg.name
 
 
-def expected_details(sandbox: Sandbox) -> set[str]:
-    """Update audit rows whose attributemask names a column a rule reads or a declared audit column, and Delete
-    rows, from the org's audit."""
-    out: set[str] = set()
-    audits = sandbox.org.audits
-    tables = load_tables()
-    rule_columns = detail_columns(load_activities(None, tables))
-    for cfg in tables.audited:
-        numbers = {TABLES[cfg.name].by_name[c].number for c in {*cfg.audit_columns, *rule_columns.get(cfg.name, ())}}
-        rows = audits.filter(pl.col("objecttypecode") == cfg.name)
-        for auditid, operation, mask in rows.select("auditid", "operation", "attributemask").iter_rows():
-            if (operation == OP_UPDATE and mask_numbers(mask) & numbers) or operation == OP_DELETE:
-                out.add(auditid)
-    return out
 
 
 @pytest.fixture(scope="module")

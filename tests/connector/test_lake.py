@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from connector.lake import Lake
 from connector.rows import deletions_frame
 from ground.errors import L2CError
-from ground.files import OutputParts
 from tests.connector.conftest import PAUSE_BEFORE_RENAME
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -269,32 +268,3 @@ def test_incremental_pages_equal_one_full_read(steps: list[tuple[str, bool]], cu
         expected = {k: name for k, (name, _) in final.items()}
         assert names(incremental) == expected == names(full)
         assert incremental.fingerprint("lead", "leadid") == full.fingerprint("lead", "leadid")
-
-
-# --- OutputParts: a transform output written part by part, all or nothing -----------------------------------
-
-def test_output_parts_append_in_order_and_replace_the_file_only_when_done(tmp_path: Path) -> None:
-    path = tmp_path / "out" / "log.parquet"
-    path.parent.mkdir()
-    pl.DataFrame({"case_id": ["old"], "n": [0]}).write_parquet(path)
-    with OutputParts(path) as parts:
-        parts.write(pl.DataFrame({"case_id": ["a", "b"], "n": [1, 2]}))
-        assert pl.read_parquet(path).get_column("case_id").to_list() == ["old"]  # not yet replaced
-        parts.write(pl.DataFrame({"case_id": ["c"], "n": [3]}))
-        parts.write(pl.DataFrame({"case_id": [None], "n": [4]}))  # an all-null column: the first part's type
-    assert parts.rows == 4
-    assert pl.read_parquet(path).to_dict(as_series=False) == {"case_id": ["a", "b", "c", None], "n": [1, 2, 3, 4]}
-    assert [p.name for p in path.parent.iterdir()] == ["log.parquet"]
-
-
-def test_output_parts_interrupted_leave_the_previous_file(tmp_path: Path) -> None:
-    path = tmp_path / "log.parquet"
-    pl.DataFrame({"case_id": ["old"]}).write_parquet(path)
-    with pytest.raises(KeyboardInterrupt), OutputParts(path) as parts:
-        parts.write(pl.DataFrame({"case_id": ["a"]}))
-        raise KeyboardInterrupt
-    assert pl.read_parquet(path).get_column("case_id").to_list() == ["old"]
-    assert [p.name for p in tmp_path.iterdir()] == ["log.parquet"]
-    with pytest.raises(ValueError, match="no frame was written"), OutputParts(tmp_path / "never.parquet"):
-        pass
-    assert [p.name for p in tmp_path.iterdir()] == ["log.parquet"]

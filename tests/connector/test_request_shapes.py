@@ -24,7 +24,7 @@ from connector.extract import extract
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
 from sandbox.schema import ENTITY_SETS
 from sandbox.webapi import API_PREFIX, Seen
-from tests.connector.test_extract import settings_for
+from tests.conftest import settings_for
 
 PD = "MicrosoftDocs/powerapps-docs powerapps-docs/developer/data-platform/"
 TRACKED = "Prefer: odata.include-annotations,odata.maxpagesize,odata.track-changes"

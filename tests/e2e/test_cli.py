@@ -18,8 +18,8 @@ from connector.tls import trusting_session
 from sandbox.orgdata import BASE_CLOCK
 from sandbox.schema import TABLES
 from sandbox.simulator import simulate
+from tests.conftest import in_catalogue
 from tests.e2e.conftest import L2C, clean_env
-from tests.transforms.test_truth import in_catalogue
 
 LEADS = "300"
 

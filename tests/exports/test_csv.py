@@ -20,8 +20,7 @@ import polars as pl
 import pytest
 
 from exports import tabular
-from tests.exports.conftest import Built
-from tests.exports.test_xes import ORDER, data_dir_with, log_dfg, synthetic_log
+from tests.exports.conftest import ORDER, Built, data_dir_with, log_dfg, synthetic_log
 
 # What Power Automate, Disco, ProcessMind and Celonis map without help (see exports/tabular.py for the sources).
 MAPPED = ["Case ID", "Activity", "Start Timestamp", "End Timestamp", "Resource"]

@@ -30,9 +30,8 @@ from exports import Exported, pa_incremental, tabular
 from ground.errors import ConfigError, RunLocked
 from sandbox.runtime import OrgState, Sandbox
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
-from tests.exports.conftest import Built
-from tests.exports.test_xes import ORDER, data_dir_with, log_dfg, synthetic_log
+from tests.conftest import settings_for
+from tests.exports.conftest import ORDER, Built, data_dir_with, log_dfg, synthetic_log
 
 NAME = re.compile(r"^\d{14}\.csv$")
 ATTRIBUTES = ["case_id", "owner", "stage", "outcome"]

@@ -31,8 +31,8 @@ from connector.lake import Lake
 from sandbox import corrupt
 from sandbox.orgdata import OrgData
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
+from tests.conftest import in_catalogue
 from tests.e2e.conftest import L2C, clean_env
-from tests.transforms.test_truth import in_catalogue
 
 SEED, LEADS = 7, 200
 EVENT = ["object_type", "object_id", "activity", "timestamp"]

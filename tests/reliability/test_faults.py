@@ -19,7 +19,7 @@ from connector.lake import Lake
 from connector.state import StateStore
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
+from tests.conftest import settings_for
 
 
 def test_a_storm_of_every_transport_fault_ends_where_a_clean_run_ends(tmp_path: Path) -> None:

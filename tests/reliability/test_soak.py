@@ -14,8 +14,8 @@ from connector.extract import extract
 from connector.lake import Lake
 from sandbox.runtime import OrgState, Sandbox
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
-from tests.transforms.test_truth import as_multiset, in_catalogue
+from tests.conftest import in_catalogue, settings_for
+from tests.transforms.test_truth import as_multiset
 
 RUNS = 50
 TABLES = ("event_log", "cases", "quality_issues", "quotes", "orders", "invoices", "event_resources", "users")

@@ -9,8 +9,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import msal
 import pytest
@@ -216,3 +218,10 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def deltatoken(link: str) -> tuple[int, datetime]:
+    """(version, UTC time) of `<version>!MM/dd/yyyy HH:mm:ss`, however its escapes are cased."""
+    [token] = [value for name, value in parse_qsl(urlsplit(link).query) if name == "$deltatoken"]
+    version, _, stamp = token.partition("!")
+    return int(version), datetime.strptime(stamp, "%m/%d/%Y %H:%M:%S").replace(tzinfo=UTC)

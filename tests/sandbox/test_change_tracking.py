@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import polars as pl
 import pytest
 import requests
 
 from sandbox.runtime import OrgState, SandboxOptions
-from tests.sandbox.conftest import DATA_ENTITY_SETS, ApiClient, StartSandbox, error_of, page_values
+from tests.sandbox.conftest import DATA_ENTITY_SETS, ApiClient, StartSandbox, deltatoken, error_of, page_values
 
 TRACKED = DATA_ENTITY_SETS
 PREFER = "odata.track-changes,odata.maxpagesize=17"
@@ -24,11 +23,6 @@ EXPIRED = (400, "0x80044352",
            "Version stamp associated with the client has expired. Please perform a full sync.")
 
 
-def deltatoken(link: str) -> tuple[int, datetime]:
-    """(version, UTC time) of `<version>!MM/dd/yyyy HH:mm:ss`, however its escapes are cased."""
-    [token] = [value for name, value in parse_qsl(urlsplit(link).query) if name == "$deltatoken"]
-    version, _, stamp = token.partition("!")
-    return int(version), datetime.strptime(stamp, "%m/%d/%Y %H:%M:%S").replace(tzinfo=UTC)
 
 
 def as_json(value: Any) -> Any:

@@ -20,8 +20,7 @@ from sandbox import sim_contract
 from sandbox.orgdata import OrgData
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
 from sandbox.simulator import simulate
-from tests.sandbox.conftest import ApiClient, StartSandbox, page_values
-from tests.sandbox.test_change_tracking import deltatoken
+from tests.sandbox.conftest import ApiClient, StartSandbox, deltatoken, page_values
 
 CRM = "Microsoft.Dynamics.CRM."
 CONTRACT = "EntityDefinitions(LogicalName='new_contract')"

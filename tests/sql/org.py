@@ -13,8 +13,7 @@ from config.settings import Settings
 from connector.extract import extract
 from sandbox.runtime import OrgState, Sandbox
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
-from tests.transforms.test_truth import in_catalogue
+from tests.conftest import in_catalogue, settings_for
 from transforms.build import BuildResult
 
 # Seed 12 has sales reps at UTC+00:00 as well as east and west of it (UserLocal dates shift only for some).

@@ -15,7 +15,7 @@ from connector.extract import extract
 from connector.lake import Lake
 from sandbox.runtime import OrgState, Sandbox
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
+from tests.conftest import settings_for
 from transforms.build import distinct
 from transforms.events import _value, _with_values, events_from_audit
 

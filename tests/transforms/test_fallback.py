@@ -24,7 +24,7 @@ from sandbox.schema import TABLES as SANDBOX
 from sandbox.simulator import ACTIVITIES
 from sandbox.webapi import PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
+from tests.conftest import settings_for
 from transforms.events import EVENT_SCHEMA
 from transforms.snapshot import UNDATED_REASON, combine, undated_deletions
 

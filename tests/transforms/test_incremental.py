@@ -19,7 +19,7 @@ from connector.extract import extract
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
 from sandbox.webapi import PRV_AUDIT_SUMMARY, PRV_RECORD_HISTORY
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
+from tests.conftest import settings_for
 from transforms import build_state
 from transforms.build import BuildResult
 from transforms.cases import attribute_context, context_cases

@@ -15,7 +15,7 @@ from connector.extract import extract
 from sandbox import corrupt
 from sandbox.runtime import OrgState, Sandbox, SandboxOptions
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
+from tests.conftest import settings_for
 from transforms import build as build_module
 from transforms.build_state import FRAMES, TransformState
 from transforms.eventlog import EventLog

@@ -16,7 +16,7 @@ from connector.extract import extract
 from connector.lake import Lake
 from sandbox.runtime import OrgState, Sandbox
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
+from tests.conftest import settings_for
 from tests.sql.org import BuiltOrg, build_org
 from transforms.build import LakeInputs, read_lake
 from transforms.cases import case_map

@@ -13,9 +13,8 @@ import pytest
 
 from connector.extract import extract
 from sandbox.runtime import OrgState, Sandbox
-from sandbox.simulator import ACTIVITIES
 from sql.load import transform_and_load as transform
-from tests.connector.test_extract import settings_for
+from tests.conftest import in_catalogue, settings_for
 
 KEY = ["case_id", "case_type", "activity", "timestamp", "resource", "object_type", "object_id"]
 
@@ -24,10 +23,6 @@ def as_multiset(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(KEY).group_by(KEY).len().sort(KEY)
 
 
-def in_catalogue(truth: pl.DataFrame) -> pl.DataFrame:
-    """The truth's events of the default activity catalogue: the custom tables' activities (e.g. Contract Signed)
-    are in the truth but not in l2c's default config."""
-    return truth.filter(pl.col("activity").is_in(ACTIVITIES))
 
 
 @pytest.mark.parametrize(("seed", "leads"), [(3, 300), (5, 1200), (21, 2500)])

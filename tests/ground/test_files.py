@@ -1,0 +1,101 @@
+"""ground/files.py: durable all-or-nothing writes. A write is complete or absent: the previous file stays until
+the new one is whole and fsynced, and an interrupted write leaves no temp file behind (a killed process's temp
+files are removed by `remove_temp_files`; tests/connector/test_lake.py kills real writers mid-way)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ground.files import (
+    TEMP_SUFFIX,
+    OutputParts,
+    atomic_write,
+    make_dirs,
+    publish_file,
+    remove_temp_files,
+    safe_name,
+    temp_beside,
+)
+
+
+def test_atomic_write_replaces_the_file_whole_with_the_mode_asked(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "state.json"
+    atomic_write(path, lambda handle: handle.write(b"one"), mode=0o600)
+    assert path.read_bytes() == b"one" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    atomic_write(path, lambda handle: handle.write(b"two"))
+    assert path.read_bytes() == b"two" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]
+
+
+def test_an_interrupted_atomic_write_keeps_the_previous_file_and_no_temp(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(b"before")
+
+    def half(handle: object) -> None:
+        handle.write(b"half")  # type: ignore[attr-defined]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, half)
+    assert path.read_bytes() == b"before"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_publish_file_renames_a_finished_file_over_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "l2c.duckdb"
+    target.write_bytes(b"old")
+    temp = temp_beside(target)
+    assert temp.parent == tmp_path and temp.name.startswith(".l2c.duckdb.") and temp.name.endswith(TEMP_SUFFIX)
+    temp.write_bytes(b"new")
+    assert publish_file(temp, target) == target
+    assert target.read_bytes() == b"new" and not temp.exists()
+
+
+def test_remove_temp_files_and_make_dirs(tmp_path: Path) -> None:
+    make_dirs(tmp_path / "x" / "y")
+    left = [temp_beside(tmp_path / "x" / "y" / name) for name in ("a", "b")]
+    for path in left:
+        path.write_bytes(b"")
+    assert sorted(remove_temp_files(iter(left))) == sorted(left)
+    assert not any(p.exists() for p in left) and (tmp_path / "x" / "y").is_dir()
+
+
+@pytest.mark.parametrize("bad", ["", "..", ".hidden", "a/b", "a\\b", "x" + os.sep + "y", "a b"])
+def test_safe_name_refuses_what_is_not_one_path_component(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a safe file name"):
+        safe_name(bad, "table")
+    assert safe_name("new_contract", "table") == "new_contract"
+
+
+# --- OutputParts: a transform output written part by part, all or nothing -----------------------------------
+
+def test_output_parts_append_in_order_and_replace_the_file_only_when_done(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "log.parquet"
+    path.parent.mkdir()
+    pl.DataFrame({"case_id": ["old"], "n": [0]}).write_parquet(path)
+    with OutputParts(path) as parts:
+        parts.write(pl.DataFrame({"case_id": ["a", "b"], "n": [1, 2]}))
+        assert pl.read_parquet(path).get_column("case_id").to_list() == ["old"]  # not yet replaced
+        parts.write(pl.DataFrame({"case_id": ["c"], "n": [3]}))
+        parts.write(pl.DataFrame({"case_id": [None], "n": [4]}))  # an all-null column: the first part's type
+    assert parts.rows == 4
+    assert pl.read_parquet(path).to_dict(as_series=False) == {"case_id": ["a", "b", "c", None], "n": [1, 2, 3, 4]}
+    assert [p.name for p in path.parent.iterdir()] == ["log.parquet"]
+
+
+def test_output_parts_interrupted_leave_the_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    pl.DataFrame({"case_id": ["old"]}).write_parquet(path)
+    with pytest.raises(KeyboardInterrupt), OutputParts(path) as parts:
+        parts.write(pl.DataFrame({"case_id": ["a"]}))
+        raise KeyboardInterrupt
+    assert pl.read_parquet(path).get_column("case_id").to_list() == ["old"]
+    assert [p.name for p in tmp_path.iterdir()] == ["log.parquet"]
+    with pytest.raises(ValueError, match="no frame was written"), OutputParts(tmp_path / "never.parquet"):
+        pass
+    assert [p.name for p in tmp_path.iterdir()] == ["log.parquet"]
