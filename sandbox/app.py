@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from sandbox.wire import Request, Response, json_response
-
-if TYPE_CHECKING:
-    from sandbox.runtime import Sandbox
-    from sandbox.webapi import WebApi
 
 ADMIN_PREFIX = "/_sandbox/"
 ADMIN_HEADER = "X-Sandbox-Key"
 
 
+class Admin(Protocol):
+    """What the admin API may do to the running sandbox (sandbox.runtime.Sandbox is one)."""
+
+    def advance_clock(self, days: float) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
 class SandboxApp:
-    def __init__(self, entra: Any, webapi: WebApi, sandbox: Sandbox) -> None:
+    def __init__(self, entra: Callable[[Request], Response], webapi: Callable[[Request], Response],
+                 sandbox: Admin) -> None:
         self.entra = entra
         self.webapi = webapi
         self.sandbox = sandbox
@@ -34,7 +40,7 @@ class SandboxApp:
             return self.webapi(request)
         if request.path.startswith(ADMIN_PREFIX):
             return self.admin(request)
-        return self.entra(request)  # type: ignore[no-any-return]
+        return self.entra(request)
 
     def admin(self, request: Request) -> Response:
         if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), self.admin_key):
@@ -42,10 +48,7 @@ class SandboxApp:
         action = request.path[len(ADMIN_PREFIX):]
         if action == "advance" and request.method == "POST":
             days = float(dict(request.query_params()).get("days", "1"))
-            state = self.sandbox.advance(days)
-            return json_response(200, {"seed": state.seed, "leads": state.leads, "days": state.days,
-                                       "clock": state.clock.isoformat()})
+            return json_response(200, self.sandbox.advance_clock(days))
         if action == "stats" and request.method == "GET":
-            return json_response(200, {"counts": dict(self.webapi.counts),
-                                       "violations": len(self.sandbox.protection.violations())})
+            return json_response(200, self.sandbox.stats())
         return json_response(404, {"error": {"code": "sandbox", "message": f"no admin action '{action}'"}})

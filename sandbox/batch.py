@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from sandbox.odata import ODataError, error_response
 from sandbox.wire import API_PREFIX, Headers, Request, Response
-
-if TYPE_CHECKING:
-    from sandbox.webapi import WebApi
 
 BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -57,15 +54,25 @@ def parse_inner(part: bytes, api_prefix: str) -> Request:
     return Request(method.upper(), path, url.query, headers, body.encode("utf-8"))
 
 
-def handle_batch(api: WebApi, request: Request, user: str) -> Response:
+class Host(Protocol):
+    """The Web API a batch's parts are dispatched to (sandbox.webapi.WebApi is one)."""
+
+    def dispatch(self, request: Request, user: str) -> Response: ...
+
+    def record(self, request: Request, status: int, *, in_batch: bool = False) -> None: ...
+
+    def stats_operations(self, n: int) -> None: ...
+
+
+def handle_batch(api: Host, request: Request, user: str, max_batch: int) -> Response:
     match = BOUNDARY.search(request.headers.get("Content-Type", ""))
     if not match:
         raise ODataError(400, "0x80048d19", "The batch request must have a 'Content-Type' header of "
                          "'multipart/mixed' with a boundary.")
     parts = parse_parts(request.body, match.group(1))
-    if len(parts) > api.options.max_batch:
+    if len(parts) > max_batch:
         raise ODataError(400, "0x8004d16c", f"The number of requests in the batch ({len(parts)}) exceeds the "
-                         f"limit of {api.options.max_batch}.")
+                         f"limit of {max_batch}.")
     out_boundary = f"batchresponse_{uuid.uuid4()}"
     chunks: list[bytes] = []
     # [PD] webapi/execute-batch-operations-using-web-api.md, "Handling errors": "When an error occurs for a

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from ground.files import atomic_write
 from sandbox import corrupt, entra, protection, server, tls
@@ -182,6 +183,16 @@ class Sandbox:
             self.org, self.state = org, state
             save_state(self.state_dir, state)
         return state
+
+    def advance_clock(self, days: float) -> dict[str, Any]:
+        """The admin API's `advance`: the clock moved, as JSON."""
+        state = self.advance(days)
+        return {"seed": state.seed, "leads": state.leads, "days": state.days, "clock": state.clock.isoformat()}
+
+    def stats(self) -> dict[str, Any]:
+        """The admin API's `stats`: request counts and protection violations."""
+        assert self.webapi is not None
+        return {"counts": dict(self.webapi.counts), "violations": len(self.protection.violations())}
 
     def env(self, *, certificate: bool = False) -> dict[str, str]:
         """The environment that points l2c (or any MSAL + requests client) at this sandbox."""

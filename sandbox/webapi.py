@@ -145,7 +145,7 @@ class WebApi:
             if request.method != "POST":
                 raise ODataError(405, "0x80060888", "The requested resource does not support http method "
                                  f"'{request.method}'.")
-            return handle_batch(self, request, user)
+            return handle_batch(self, request, user, self.options.max_batch)
         if request.method != "GET":
             raise ODataError(405, "0x80060888", "The sandbox org is read-only: only GET and POST $batch are "
                              "emulated.")
