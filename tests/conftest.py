@@ -1,8 +1,10 @@
-"""What many test modules share, in every folder: settings that point l2c at a running sandbox, and the truth's
-events of the default activity catalogue."""
+"""What many test modules share, in every folder: settings that point l2c at a running sandbox, the truth's
+events of the default activity catalogue, and a JSON document with one field changed or dropped."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +29,25 @@ def in_catalogue(truth: pl.DataFrame) -> pl.DataFrame:
     """The truth's events of the default activity catalogue: the custom tables' activities (e.g. Contract Signed)
     are in the truth but not in l2c's default config."""
     return truth.filter(pl.col("activity").is_in(ACTIVITIES))
+
+
+class _Drop:
+    def __repr__(self) -> str:  # the same test id in every xdist worker
+        return "DROP"
+
+
+DROP = _Drop()  # with_field: the field is removed
+
+
+def with_field(document: dict[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:
+    """A copy of `document` with the field at `path` (keys from the top) set to `value`, or removed: DROP."""
+    changed = json.loads(json.dumps(document))
+    *parents, name = path
+    node = changed
+    for part in parents:
+        node = node[part]
+    if value is DROP:
+        del node[name]
+    else:
+        node[name] = value
+    return changed  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ polars; `keys` names each table's primary key.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import polars as pl
 
@@ -38,17 +38,22 @@ def _lookups(model: TablesConfig) -> list[str]:
     return sorted({f"_{via.lookup}_value" for t in model.modelled for via in t.case_via if via.from_ is None})
 
 
+def _case_records(records: Mapping[str, pl.LazyFrame], model: TablesConfig
+                  ) -> Iterator[tuple[TableConfig, pl.LazyFrame, list[str]]]:
+    """(table, its records, their columns) of every modelled table whose records belong to cases (not context)."""
+    for table in model.modelled:
+        frame = records.get(table.name)
+        if frame is not None and table.role != "context":
+            yield table, frame, frame.collect_schema().names()
+
+
 def links(records: Mapping[str, pl.LazyFrame], deleted_details: pl.LazyFrame, model: TablesConfig,
           keys: Mapping[str, str]) -> pl.LazyFrame:
     """object -> the value of each lookup a case_via step follows, from the rows, completed by Delete details."""
     columns = _lookups(model)
     schema = {"object_type": pl.Utf8, "object_id": pl.Utf8, **dict.fromkeys(columns, pl.Utf8)}
     parts = []
-    for table in model.modelled:
-        frame = records.get(table.name)
-        if frame is None or table.role == "context":
-            continue
-        names = frame.collect_schema().names()
+    for table, frame, names in _case_records(records, model):
         parts.append(frame.select(
             pl.lit(table.name).alias("object_type"), pl.col(keys[table.name]).alias("object_id"),
             *((pl.col(c) if c in names else pl.lit(None, pl.Utf8)).alias(c) for c in columns)))
@@ -172,11 +177,7 @@ def context_cases(records: Mapping[str, pl.LazyFrame], cases_of: pl.LazyFrame, i
     of the `attribute_context` tables, e.g. an account that gives a case its region): such a case may read it."""
     wanted = ids.select(pl.col("object_id").alias("_id")).unique()
     parts = []
-    for table in model.modelled:
-        frame = records.get(table.name)
-        if frame is None or table.role == "context":
-            continue
-        names = frame.collect_schema().names()
+    for table, frame, names in _case_records(records, model):
         lookups = [c for c in names if c.startswith("_") and c.endswith("_value")]
         if not lookups:
             continue

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from connector.state import Resume, RunManifest, StateStore, TableRun, TableState
 from ground.errors import ConfigError
+from tests.conftest import DROP, with_field
 from tests.connector.conftest import PAUSE_BEFORE_RENAME
 
 FULL = TableState(
@@ -165,26 +166,9 @@ def test_failed_run_and_corrupt_manifest(tmp_path: Path) -> None:
 
 # --- every field's validation: (what the file holds, the message after "is unusable: ") ---------------------
 
-class _Drop:
-    def __repr__(self) -> str:  # the same test id in every xdist worker
-        return "DROP"
-
-
-DROP = _Drop()  # the field is removed
-
-
 def _changed(document: dict[str, Any], where: str, value: Any) -> dict[str, Any]:
     """`document` with the field at dotted path `where` set to `value` (or removed: DROP)."""
-    changed = json.loads(json.dumps(document))
-    *parents, name = where.split(".")
-    node = changed
-    for part in parents:
-        node = node[part]
-    if value is DROP:
-        del node[name]
-    else:
-        node[name] = value
-    return changed
+    return with_field(document, where.split("."), value)
 
 
 NAIVE, DATE_ONLY = "2024-03-01T09:00:00", "2024-03-01"

@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from tests.conftest import DROP, with_field
 from transforms.build_state import FORMAT, FRAMES, TransformState, frame_path
 from transforms.outputs import state_dir
 
@@ -47,24 +48,9 @@ def test_a_state_of_the_previous_format_is_the_reason_of_a_full_build(tmp_path: 
 
 
 def _changed(where: str, value: Any) -> dict[str, Any]:
-    document = json.loads(json.dumps(STATE.model_dump()))
-    *parents, name = where.split("/", 1)  # a field, or a field and a key of its mapping (a page's path)
-    node = document
-    for part in parents:
-        node = node[part]
-    if value is DROP:
-        del node[name]
-    else:
-        node[name] = value
-    return document
+    return with_field(STATE.model_dump(), where.split("/", 1), value)  # a field, or a field and a page's path
 
 
-class _Drop:
-    def __repr__(self) -> str:  # the same test id in every xdist worker
-        return "DROP"
-
-
-DROP = _Drop()  # the field is removed
 PAGE = "raw/lead/sync-1/rows-000001.parquet"
 FIELDS: list[tuple[str, Any, str]] = [
     ("format", 1, "the previous build was made by another l2c version (state format 1)"),
