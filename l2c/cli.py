@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from exports import FORMATS
-from ground.errors import L2CError
+from ground.errors import L2CError, local_error
 
 log = logging.getLogger("l2c")
 
@@ -209,10 +209,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("l2c: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # a bug: say so, with the traceback
-        traceback.print_exc()
-        print("l2c: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
-        return 1
+    except OSError as exc:  # the machine refused (disk full, read-only, permission): one line, exit 6
+        local = local_error(exc)
+        if local is None:
+            return _bug()
+        if args.verbose:
+            traceback.print_exc()
+        print(f"l2c: error: {local}", file=sys.stderr)
+        return local.exit_code
+    except Exception:
+        return _bug()
+
+
+def _bug() -> int:
+    """An exception nobody raised on purpose: say so, with the traceback."""
+    traceback.print_exc()
+    print("l2c: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
