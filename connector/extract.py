@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,14 +19,15 @@ from typing import Any
 
 from config.activities import detail_columns, load_activities
 from config.settings import Settings
-from config.tables import load_tables
+from config.tables import TablesConfig, load_tables
 from connector import metadata
-from connector.audit import AuditResult, sync_audit
+from connector.audit import AUDIT, DETAILS, AuditResult, sync_audit
+from connector.audit import read_again as read_audit_again
 from connector.http import DataverseClient
-from connector.lake import Lake
+from connector.lake import Damage, Lake
 from connector.lock import RunLock
 from connector.state import RunManifest, StateStore
-from connector.sync import SyncContext, TableResult, sync_table
+from connector.sync import SyncContext, TableResult, read_again, sync_table
 from ground.errors import ConfigError, L2CError
 
 log = logging.getLogger("l2c.extract")
@@ -39,6 +41,7 @@ class ExtractResult:
     errors: dict[str, L2CError] = field(default_factory=dict)
     requests: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    damaged: list[tuple[Damage, str]] = field(default_factory=list)  # pages found missing or damaged: what was done
 
     @property
     def exit_code(self) -> int:
@@ -46,13 +49,16 @@ class ExtractResult:
 
     @property
     def notes(self) -> list[str]:
-        out = [f"{name}: {note}" for name, r in self.tables.items() for note in r.notes]
+        out = [f"{damage}: {done}" for damage, done in self.damaged]
+        out += [f"{name}: {note}" for name, r in self.tables.items() for note in r.notes]
         if self.audit is not None:
             out += [f"audit: {note}" for note in self.audit.notes]
         return out
 
 
-def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
+def extract(settings: Settings, *, progress: Any = None, expected: Collection[str] = ()) -> ExtractResult:
+    """Run the extract; `expected` names landed pages (relative to the data directory) that must still be there,
+    e.g. those the last transform read."""
     data_dir = settings.data_dir
     tables = load_tables(settings.tables_file)  # validated whole before any request
     try:  # the rules say which audit rows' old/new values to fetch
@@ -69,6 +75,7 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
         lake.cleanup()  # temp files a killed run left behind (we hold the lock)
         states.cleanup()
         manifest.save(data_dir)  # a killed run still leaves its record
+        result.damaged = _read_damaged_again(lake, states, tables, expected, run_id)
         client: DataverseClient | None = None
         try:
             client = DataverseClient(settings)  # inside: a bad CA bundle or certificate still finishes the manifest
@@ -99,6 +106,7 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
                         result.audit = outcome
                     else:
                         result.tables[name] = outcome
+            _read_again(lake, result)
         except L2CError as exc:
             result.errors["run"] = exc
         result.seconds = time.perf_counter() - started
@@ -106,6 +114,49 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
         _fill(manifest, result)
         manifest.save(data_dir)
     return result
+
+
+def _read_damaged_again(lake: Lake, states: StateStore, tables: TablesConfig, expected: Collection[str],
+                        run_id: str) -> list[tuple[Damage, str]]:
+    """Landed pages found missing or damaged: each table they belong to is read again from Dataverse (a full
+    read that reconciles deletions; the audit from its start, dropping the rows it still holds; audit details
+    are fetched again anyway, being "needed minus landed"), then the pages are set aside. In that order, so a
+    run killed in between finds them again."""
+    damaged = lake.damaged(expected, adopt=True)
+    declared = {t.name for t in tables.table}
+    for table in sorted({d.table for d in damaged}):
+        if table in declared:
+            read_again(states, table)
+        elif table == AUDIT:
+            read_audit_again(states)
+    lake.set_aside(damaged, run_id, read_again=declared | {AUDIT, DETAILS})
+    aside = lake.data_dir / "damaged" / run_id
+    done = [(damage, ("" if damage.why == "missing" else f"moved to {aside}; ") + _repair(damage.table, declared))
+            for damage in damaged]
+    for damage, what in done:
+        log.warning("%s: %s", damage, what)
+    return done
+
+
+def _repair(table: str, declared: set[str]) -> str:
+    if table in declared:
+        return f"{table} is read again from Dataverse in full, deletions reconciled"
+    if table == AUDIT:
+        return "the audit history is read again from its start, keeping the rows still landed"
+    if table == DETAILS:
+        return "the audit details it held are fetched again"
+    return "no declared table reads it"
+
+
+def _read_again(lake: Lake, result: ExtractResult) -> None:
+    """Tell the register which tables this run read to the end: any page of theirs set aside is no longer missed
+    (a table set for a full read by `_read_damaged_again` was read in full when its sync ends well)."""
+    for name in result.tables:
+        lake.read_again(name, result.run_id)
+    if result.audit is not None and result.audit.available:
+        lake.read_again(AUDIT, result.run_id)
+        if result.audit.details_available:
+            lake.read_again(DETAILS, result.run_id)
 
 
 def _guarded(states: StateStore, name: str, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -138,6 +189,9 @@ def with_total(stats: dict[str, dict[str, float]]) -> dict[str, dict[str, float]
 
 
 def _fill(manifest: RunManifest, result: ExtractResult) -> None:
+    for damage, _ in result.damaged:
+        run = manifest.table(damage.table)
+        run.damaged = [*run.damaged, f"{damage.page}: {damage.why}"]
     for name, table in result.tables.items():
         run = manifest.table(name)
         run.rows, run.pages = table.rows, table.pages
