@@ -38,6 +38,7 @@ from connector.metadata import TableMeta
 from connector.odata import Client, Query, datetime_literal, literal, pages, prefer, stored_link
 from connector.state import Resume, StateStore, TableState
 from connector.sync import state_time
+from ground import stop
 from ground.errors import PermissionDenied
 
 log = logging.getLogger("l2c.audit")
@@ -427,6 +428,7 @@ class _Details:
                                           kind="audit_detail")
         except PermissionDenied as exc:
             replies = exc
+        stop.check()  # a run asked to stop lands nothing more: these details are "needed" again next run
         landed, bad, refusal = _land_details(self.lake, chunk, replies, number=number,
                                              stream=f"details-{self.run_id}", run_id=self.run_id)
         with self.result_lock:

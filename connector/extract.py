@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,9 +28,12 @@ from connector.lake import Damage, Lake
 from connector.lock import RunLock
 from connector.state import RunManifest, StateStore
 from connector.sync import SyncContext, TableResult, read_again, sync_table
+from ground import stop
 from ground.errors import ConfigError, L2CError
+from ground.stop import Interrupted
 
 log = logging.getLogger("l2c.extract")
+STOP_GRACE_S = 1.5  # after a stop request, how long a stream stuck in a request is waited for
 
 
 @dataclass
@@ -58,7 +61,8 @@ class ExtractResult:
 
 def extract(settings: Settings, *, progress: Any = None, expected: Collection[str] = ()) -> ExtractResult:
     """Run the extract; `expected` names landed pages (relative to the data directory) that must still be there,
-    e.g. those the last transform read."""
+    e.g. those the last transform read. Raises Interrupted (ground/stop.py) when a signal stopped it, once its
+    streams have stopped between two pages, its manifest says so and its lock is free."""
     data_dir = settings.data_dir
     tables = load_tables(settings.tables_file)  # validated whole before any request
     try:  # the rules say which audit rows' old/new values to fetch
@@ -66,7 +70,8 @@ def extract(settings: Settings, *, progress: Any = None, expected: Collection[st
     except ConfigError:  # e.g. a trimmed L2C_TABLES the default map does not fit: `l2c transform` says so; the
         needs = {}  # first extract after the map is fixed fetches the details it needs (they are never skipped)
     since = datetime.fromisoformat(settings.since).replace(tzinfo=UTC) if settings.since else None
-    with RunLock(data_dir):
+    interrupted: Interrupted | None = None
+    with stop.polled(), RunLock(data_dir):
         started = time.perf_counter()
         manifest = RunManifest.start()
         run_id = manifest.run_id
@@ -87,32 +92,28 @@ def extract(settings: Settings, *, progress: Any = None, expected: Collection[st
             watermark_tables = {t.name for t in tables.table
                                 if not metas[t.name].change_tracking or tables.incremental(t) == "watermark"}
             # A thread per stream: none waits for another to start; the client's limiter bounds the requests.
-            workers = len(tables.table) + 1
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="l2c-sync") as pool:
-                futures: dict[str, Future[Any]] = {
-                    t.name: pool.submit(_guarded, states, t.name, sync_table, ctx, t, metas[t.name], progress)
-                    for t in tables.table
-                }
-                futures["audit"] = pool.submit(
-                    _guarded, states, "audit", sync_audit, client, lake, states, tables, metas, progress,
-                    run_id=run_id, page_size=settings.page_size, since=since, watermark_tables=watermark_tables,
-                    batch_get=client.batch_get, max_ranges=settings.max_concurrency, detail_columns=needs,
-                )
-                for name, future in futures.items():
-                    outcome = future.result()
-                    if isinstance(outcome, L2CError):
-                        result.errors[name] = outcome
-                    elif name == "audit":
-                        result.audit = outcome
-                    else:
-                        result.tables[name] = outcome
+            pool = ThreadPoolExecutor(max_workers=len(tables.table) + 1, thread_name_prefix="l2c-sync")
+            futures: dict[str, Future[Any]] = {
+                t.name: pool.submit(_guarded, states, t.name, sync_table, ctx, t, metas[t.name], progress)
+                for t in tables.table
+            }
+            futures["audit"] = pool.submit(
+                _guarded, states, "audit", sync_audit, client, lake, states, tables, metas, progress,
+                run_id=run_id, page_size=settings.page_size, since=since, watermark_tables=watermark_tables,
+                batch_get=client.batch_get, max_ranges=settings.max_concurrency, detail_columns=needs,
+            )
+            _collect(pool, futures, result)
             _read_again(lake, result)
         except L2CError as exc:
             result.errors["run"] = exc
+        except Interrupted as exc:
+            interrupted = exc
         result.seconds = time.perf_counter() - started
         result.requests = with_total(client.stats() if client else {})
-        _fill(manifest, result)
+        _fill(manifest, result, interrupted)
         manifest.save(data_dir)
+    if interrupted is not None:
+        raise interrupted
     return result
 
 
@@ -146,6 +147,34 @@ def _repair(table: str, declared: set[str]) -> str:
     if table == DETAILS:
         return "the audit details it held are fetched again"
     return "no declared table reads it"
+
+
+def _collect(pool: ThreadPoolExecutor, futures: dict[str, Future[Any]], result: ExtractResult) -> None:
+    """Wait for every stream and keep its outcome. Once a stop is asked for, each stream ends at its next check
+    (between two pages, before a request, in a sleep); one stuck in a request is waited for STOP_GRACE_S at
+    most, and then the run raises Interrupted without it (the CLI ends the process: ground/stop.py)."""
+    deadline: float | None = None
+    pending = set(futures.values())
+    try:
+        while pending:
+            _, pending = wait(pending, timeout=0.1)
+            if stop.requested():
+                deadline = deadline or time.monotonic() + STOP_GRACE_S
+                if time.monotonic() > deadline:
+                    break
+    finally:
+        pool.shutdown(wait=not pending, cancel_futures=True)
+    for name, future in futures.items():
+        if not future.done() or isinstance(future.exception(), Interrupted):
+            continue
+        outcome = future.result()  # raises what a stream raised that is no L2CError: a bug
+        if isinstance(outcome, L2CError):
+            result.errors[name] = outcome
+        elif name == AUDIT:
+            result.audit = outcome
+        else:
+            result.tables[name] = outcome
+    stop.check()
 
 
 def _read_again(lake: Lake, result: ExtractResult) -> None:
@@ -188,7 +217,7 @@ def with_total(stats: dict[str, dict[str, float]]) -> dict[str, dict[str, float]
     return {**stats, "total": total}
 
 
-def _fill(manifest: RunManifest, result: ExtractResult) -> None:
+def _fill(manifest: RunManifest, result: ExtractResult, interrupted: Interrupted | None = None) -> None:
     for damage, _ in result.damaged:
         run = manifest.table(damage.table)
         run.damaged = [*run.damaged, f"{damage.page}: {damage.why}"]
@@ -211,4 +240,4 @@ def _fill(manifest: RunManifest, result: ExtractResult) -> None:
     summary = manifest.table("requests")
     summary.requests, summary.retries = int(total.get("requests", 0)), int(total.get("retries", 0))
     summary.throttled, summary.seconds = int(total.get("429s", 0)), round(result.seconds, 3)
-    manifest.finish(result.exit_code)
+    manifest.finish(interrupted.exit_code if interrupted is not None else result.exit_code)

@@ -46,6 +46,7 @@ FORMAT = 1  # the "format" key of every state file and manifest
 SUFFIX = ".state.json"  # other modules may keep their own files (a metadata cache) in state/
 Mode = Literal["delta", "watermark"]
 IN_FILE = "file"  # the validation context of a document read from a file or about to be written to one
+INTERRUPTED = frozenset({130, 143})  # the exit codes of a run stopped by SIGINT or SIGTERM
 
 
 def iso(moment: datetime) -> str:
@@ -184,7 +185,7 @@ class RunManifest(Document):
     run_id: str
     started_at: RunTime
     finished_at: RunTime | None = None
-    status: Literal["running", "ok", "failed"] = "running"
+    status: Literal["running", "ok", "failed", "interrupted"] = "running"
     exit_code: int | None = None
     tables: dict[str, TableRun] = Field(default_factory=dict)
 
@@ -198,7 +199,7 @@ class RunManifest(Document):
 
     def finish(self, exit_code: int, *, now: datetime | None = None) -> None:
         self.exit_code = exit_code
-        self.status = "ok" if exit_code == 0 else "failed"
+        self.status = "ok" if exit_code == 0 else "interrupted" if exit_code in INTERRUPTED else "failed"
         self.finished_at = now or datetime.now(UTC)
 
     def save(self, data_dir: Path | str) -> Path:

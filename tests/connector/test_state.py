@@ -158,6 +158,9 @@ def test_failed_run_and_corrupt_manifest(tmp_path: Path) -> None:
     manifest.finish(4)
     manifest.save(tmp_path)
     assert RunManifest.load(tmp_path, "run-1").status == "failed"
+    for code in (130, 143):  # SIGINT, SIGTERM
+        manifest.finish(code)
+        assert manifest.status == "interrupted" and manifest.exit_code == code
     path = tmp_path / "runs" / "run-1.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "exit_code": "4"}))
     with pytest.raises(ConfigError, match=r"run manifest .*run-1.json is unusable: bad value in exit_code"):
@@ -281,7 +284,7 @@ MANIFEST_FIELDS: list[tuple[str, Any, str]] = [
     ("finished_at", DROP, "missing field finished_at"),
     ("finished_at", "soon", f"bad value in finished_at: {NOT_TIME}"),
     ("status", DROP, "missing field status"),
-    ("status", "done", "bad value in status: Input should be 'running', 'ok' or 'failed'"),
+    ("status", "done", "bad value in status: Input should be 'running', 'ok', 'failed' or 'interrupted'"),
     ("exit_code", DROP, "missing field exit_code"),
     ("exit_code", "4", "bad value in exit_code: Input should be a valid integer"),
     ("exit_code", False, "bad value in exit_code: Input should be a valid integer"),
