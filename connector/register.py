@@ -128,12 +128,15 @@ class Register:
         with self._lock(table):
             path = self.path(table)
             created = not path.exists()
-            if created:
-                make_dirs(path.parent)
+            if created and not self.directory.is_dir():
+                new = [d for d in (self.directory.parent, self.directory) if not d.exists()]
+                make_dirs(self.directory)
+                for directory in new:  # state/ as connector/state.py makes it: user-only
+                    os.chmod(directory, 0o700)
             if table not in self._opened and not created:
                 _cut_torn_line(path)
             self._opened.add(table)
-            with open(path, "ab") as handle:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as handle:
                 handle.write(line)
                 handle.flush()
                 os.fsync(handle.fileno())

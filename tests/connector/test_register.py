@@ -4,6 +4,7 @@ or changes is named; one unchanged (or restored with the same bytes) is not; the
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import polars as pl
@@ -77,3 +78,14 @@ def test_a_torn_last_line_is_skipped_and_cut_a_bad_line_is_refused(lake: Lake, t
     path.write_bytes(b"not json\n" + path.read_bytes())
     with pytest.raises(ConfigError, match=rf"register of landed pages {path} is unusable: line 1 is not one l2c"):
         lake.damaged()
+
+
+def test_the_register_is_user_only_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0)
+    try:
+        land(Lake(tmp_path), "lead", 1)
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in (tmp_path / "state", tmp_path / "state" / "pages", tmp_path / "state" / "pages" / "lead.jsonl")}
+    assert modes == {"state": 0o700, "state/pages": 0o700, "state/pages/lead.jsonl": 0o600}
