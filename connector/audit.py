@@ -10,8 +10,11 @@ against the request limit, [PD] api-limits.md) while the listing still pages (`_
 lands whole, with its type (`detail_type`, `detail`); `old_values`/`new_values` are read from those that have
 OldValue/NewValue (AttributeAuditDetail), null for the others (a relationship, a share, ...). An answer without an
 AuditDetail object is quarantined, never landed as "no change". Details are "needed minus landed", so a killed
-run, a quarantined answer or a rule added later simply fetches what is still missing. Without the audit
-privilege the run goes on without audit and says so.
+run, a quarantined answer or a rule added later simply fetches what is still missing (a details page lost from
+the lake included). Without the audit privilege the run goes on without audit and says so. `read_again` makes
+the next run read the audit history again from the start, e.g. when one of its landed pages was found missing or
+damaged: a backfill over a lake that already holds audit rows drops those it re-reads, so only what was lost
+lands again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from connector.metadata import TableMeta
 from connector.odata import Client, Query, datetime_literal, literal, pages, prefer, stored_link
 from connector.state import Resume, StateStore, TableState
 from connector.sync import state_time
+from ground import stop
 from ground.errors import PermissionDenied
 
 log = logging.getLogger("l2c.audit")
@@ -118,7 +122,7 @@ class _Reader:
             notes: list[rowmod.ShapeNote] = []
             frame, bad = rowmod.to_frame(page.records, specs, notes)
             if dedupe and frame.height:
-                # Only an incremental read re-reads an overlap; a split backfill's ranges are disjoint.
+                # An incremental read re-reads an overlap; a backfill over rows already landed, what they hold.
                 known = self.lake.versions(AUDIT, "auditid", frame.get_column("auditid"))
                 if known.height:
                     frame = frame.join(known.select("auditid"), on="auditid", how="anti")
@@ -189,6 +193,11 @@ def sync_audit(client: Client, lake: Lake, states: StateStore, tables: TablesCon
     return result
 
 
+def read_again(states: StateStore) -> None:
+    """Make the next audit read a backfill from the start (its rows already landed are dropped as re-read)."""
+    states.save(TableState(table=AUDIT))
+
+
 def _incremental(reader: _Reader, tables: TablesConfig) -> None:
     state = reader.states.load(AUDIT)
     if state.resume:
@@ -236,6 +245,12 @@ def _backfill(reader: _Reader, since: datetime | None, max_ranges: int) -> None:
         state.signpost = state_time(signpost)
         reader.states.save(state)
         plans = [reader.states.load(_range_name(i)) for i in range(count)]
+    # The ranges are disjoint, so a first backfill lands every row once as read. Over audit rows already landed
+    # (a backfill resumed, or read again after a page was lost), the rows landed before are dropped as re-read;
+    # what lands again may have its details landed still, so they are left to `finish` (needed minus landed).
+    dedupe = reader.lake.has_rows(AUDIT)
+    if dedupe:
+        reader.landed = None
 
     def run(index: int, plan: TableState) -> None:
         if plan.last_success is not None:
@@ -243,10 +258,10 @@ def _backfill(reader: _Reader, since: datetime | None, max_ranges: int) -> None:
         name = _range_name(index)
         if plan.resume:
             resume = plan.resume
-            reader.read(name, resume.stream, resume.next_link, resume.page_no, resume.started_at, dedupe=False)
+            reader.read(name, resume.stream, resume.next_link, resume.page_no, resume.started_at, dedupe=dedupe)
             return
         reader.read(name, f"audit-{reader.run_id}-r{index:02d}", reader.url(plan.watermark, plan.signpost), 1, None,
-                    dedupe=False)
+                    dedupe=dedupe)
 
     with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="l2c-audit") as pool:
         for future in [pool.submit(run, i, plan) for i, plan in enumerate(plans)]:
@@ -413,6 +428,7 @@ class _Details:
                                           kind="audit_detail")
         except PermissionDenied as exc:
             replies = exc
+        stop.check()  # a run asked to stop lands nothing more: these details are "needed" again next run
         landed, bad, refusal = _land_details(self.lake, chunk, replies, number=number,
                                              stream=f"details-{self.run_id}", run_id=self.run_id)
         with self.result_lock:

@@ -11,24 +11,29 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from config.activities import detail_columns, load_activities
 from config.settings import Settings
-from config.tables import load_tables
+from config.tables import TablesConfig, load_tables
 from connector import metadata
-from connector.audit import AuditResult, sync_audit
+from connector.audit import AUDIT, DETAILS, AuditResult, sync_audit
+from connector.audit import read_again as read_audit_again
 from connector.http import DataverseClient
-from connector.lake import Lake
+from connector.lake import Damage, Lake
 from connector.lock import RunLock
 from connector.state import RunManifest, StateStore
-from connector.sync import SyncContext, TableResult, sync_table
+from connector.sync import SyncContext, TableResult, read_again, sync_table
+from ground import stop
 from ground.errors import ConfigError, L2CError
+from ground.stop import Interrupted
 
 log = logging.getLogger("l2c.extract")
+STOP_GRACE_S = 1.5  # after a stop request, how long a stream stuck in a request is waited for
 
 
 @dataclass
@@ -39,6 +44,7 @@ class ExtractResult:
     errors: dict[str, L2CError] = field(default_factory=dict)
     requests: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    damaged: list[tuple[Damage, str]] = field(default_factory=list)  # pages found missing or damaged: what was done
 
     @property
     def exit_code(self) -> int:
@@ -46,13 +52,17 @@ class ExtractResult:
 
     @property
     def notes(self) -> list[str]:
-        out = [f"{name}: {note}" for name, r in self.tables.items() for note in r.notes]
+        out = [f"{damage}: {done}" for damage, done in self.damaged]
+        out += [f"{name}: {note}" for name, r in self.tables.items() for note in r.notes]
         if self.audit is not None:
             out += [f"audit: {note}" for note in self.audit.notes]
         return out
 
 
-def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
+def extract(settings: Settings, *, progress: Any = None, expected: Collection[str] = ()) -> ExtractResult:
+    """Run the extract; `expected` names landed pages (relative to the data directory) that must still be there,
+    e.g. those the last transform read. Raises Interrupted (ground/stop.py) when a signal stopped it, once its
+    streams have stopped between two pages, its manifest says so and its lock is free."""
     data_dir = settings.data_dir
     tables = load_tables(settings.tables_file)  # validated whole before any request
     try:  # the rules say which audit rows' old/new values to fetch
@@ -60,7 +70,8 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
     except ConfigError:  # e.g. a trimmed L2C_TABLES the default map does not fit: `l2c transform` says so; the
         needs = {}  # first extract after the map is fixed fetches the details it needs (they are never skipped)
     since = datetime.fromisoformat(settings.since).replace(tzinfo=UTC) if settings.since else None
-    with RunLock(data_dir):
+    interrupted: Interrupted | None = None
+    with stop.polled(), RunLock(data_dir):
         started = time.perf_counter()
         manifest = RunManifest.start()
         run_id = manifest.run_id
@@ -69,6 +80,7 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
         lake.cleanup()  # temp files a killed run left behind (we hold the lock)
         states.cleanup()
         manifest.save(data_dir)  # a killed run still leaves its record
+        result.damaged = _read_damaged_again(lake, states, tables, expected, run_id)
         client: DataverseClient | None = None
         try:
             client = DataverseClient(settings)  # inside: a bad CA bundle or certificate still finishes the manifest
@@ -80,32 +92,100 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
             watermark_tables = {t.name for t in tables.table
                                 if not metas[t.name].change_tracking or tables.incremental(t) == "watermark"}
             # A thread per stream: none waits for another to start; the client's limiter bounds the requests.
-            workers = len(tables.table) + 1
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="l2c-sync") as pool:
-                futures: dict[str, Future[Any]] = {
-                    t.name: pool.submit(_guarded, states, t.name, sync_table, ctx, t, metas[t.name], progress)
-                    for t in tables.table
-                }
-                futures["audit"] = pool.submit(
-                    _guarded, states, "audit", sync_audit, client, lake, states, tables, metas, progress,
-                    run_id=run_id, page_size=settings.page_size, since=since, watermark_tables=watermark_tables,
-                    batch_get=client.batch_get, max_ranges=settings.max_concurrency, detail_columns=needs,
-                )
-                for name, future in futures.items():
-                    outcome = future.result()
-                    if isinstance(outcome, L2CError):
-                        result.errors[name] = outcome
-                    elif name == "audit":
-                        result.audit = outcome
-                    else:
-                        result.tables[name] = outcome
+            pool = ThreadPoolExecutor(max_workers=len(tables.table) + 1, thread_name_prefix="l2c-sync")
+            futures: dict[str, Future[Any]] = {
+                t.name: pool.submit(_guarded, states, t.name, sync_table, ctx, t, metas[t.name], progress)
+                for t in tables.table
+            }
+            futures["audit"] = pool.submit(
+                _guarded, states, "audit", sync_audit, client, lake, states, tables, metas, progress,
+                run_id=run_id, page_size=settings.page_size, since=since, watermark_tables=watermark_tables,
+                batch_get=client.batch_get, max_ranges=settings.max_concurrency, detail_columns=needs,
+            )
+            _collect(pool, futures, result)
+            _read_again(lake, result)
         except L2CError as exc:
             result.errors["run"] = exc
+        except Interrupted as exc:
+            interrupted = exc
         result.seconds = time.perf_counter() - started
         result.requests = with_total(client.stats() if client else {})
-        _fill(manifest, result)
+        _fill(manifest, result, interrupted)
         manifest.save(data_dir)
+    if interrupted is not None:
+        raise interrupted
     return result
+
+
+def _read_damaged_again(lake: Lake, states: StateStore, tables: TablesConfig, expected: Collection[str],
+                        run_id: str) -> list[tuple[Damage, str]]:
+    """Landed pages found missing or damaged: each table they belong to is read again from Dataverse (a full
+    read that reconciles deletions; the audit from its start, dropping the rows it still holds; audit details
+    are fetched again anyway, being "needed minus landed"), then the pages are set aside. In that order, so a
+    run killed in between finds them again."""
+    damaged = lake.damaged(expected, adopt=True)
+    declared = {t.name for t in tables.table}
+    for table in sorted({d.table for d in damaged}):
+        if table in declared:
+            read_again(states, table)
+        elif table == AUDIT:
+            read_audit_again(states)
+    lake.set_aside(damaged, run_id, read_again=declared | {AUDIT, DETAILS})
+    aside = lake.data_dir / "damaged" / run_id
+    done = [(damage, ("" if damage.why == "missing" else f"moved to {aside}; ") + _repair(damage.table, declared))
+            for damage in damaged]
+    for damage, what in done:
+        log.warning("%s: %s", damage, what)
+    return done
+
+
+def _repair(table: str, declared: set[str]) -> str:
+    if table in declared:
+        return f"{table} is read again from Dataverse in full, deletions reconciled"
+    if table == AUDIT:
+        return "the audit history is read again from its start, keeping the rows still landed"
+    if table == DETAILS:
+        return "the audit details it held are fetched again"
+    return "no declared table reads it"
+
+
+def _collect(pool: ThreadPoolExecutor, futures: dict[str, Future[Any]], result: ExtractResult) -> None:
+    """Wait for every stream and keep its outcome. Once a stop is asked for, each stream ends at its next check
+    (between two pages, before a request, in a sleep); one stuck in a request is waited for STOP_GRACE_S at
+    most, and then the run raises Interrupted without it (the CLI ends the process: ground/stop.py)."""
+    deadline: float | None = None
+    pending = set(futures.values())
+    try:
+        while pending:
+            _, pending = wait(pending, timeout=0.1)
+            if stop.requested():
+                deadline = deadline or time.monotonic() + STOP_GRACE_S
+                if time.monotonic() > deadline:
+                    break
+    finally:
+        pool.shutdown(wait=not pending, cancel_futures=True)
+    for name, future in futures.items():
+        if not future.done() or isinstance(future.exception(), Interrupted):
+            continue
+        outcome = future.result()  # raises what a stream raised that is no L2CError: a bug
+        if isinstance(outcome, L2CError):
+            result.errors[name] = outcome
+        elif name == AUDIT:
+            result.audit = outcome
+        else:
+            result.tables[name] = outcome
+    stop.check()
+
+
+def _read_again(lake: Lake, result: ExtractResult) -> None:
+    """Tell the register which tables this run read to the end: any page of theirs set aside is no longer missed
+    (a table set for a full read by `_read_damaged_again` was read in full when its sync ends well)."""
+    for name in result.tables:
+        lake.read_again(name, result.run_id)
+    if result.audit is not None and result.audit.available:
+        lake.read_again(AUDIT, result.run_id)
+        if result.audit.details_available:
+            lake.read_again(DETAILS, result.run_id)
 
 
 def _guarded(states: StateStore, name: str, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -137,7 +217,10 @@ def with_total(stats: dict[str, dict[str, float]]) -> dict[str, dict[str, float]
     return {**stats, "total": total}
 
 
-def _fill(manifest: RunManifest, result: ExtractResult) -> None:
+def _fill(manifest: RunManifest, result: ExtractResult, interrupted: Interrupted | None = None) -> None:
+    for damage, _ in result.damaged:
+        run = manifest.table(damage.table)
+        run.damaged = [*run.damaged, f"{damage.page}: {damage.why}"]
     for name, table in result.tables.items():
         run = manifest.table(name)
         run.rows, run.pages = table.rows, table.pages
@@ -157,4 +240,4 @@ def _fill(manifest: RunManifest, result: ExtractResult) -> None:
     summary = manifest.table("requests")
     summary.requests, summary.retries = int(total.get("requests", 0)), int(total.get("retries", 0))
     summary.throttled, summary.seconds = int(total.get("429s", 0)), round(result.seconds, 3)
-    manifest.finish(result.exit_code)
+    manifest.finish(interrupted.exit_code if interrupted is not None else result.exit_code)

@@ -36,6 +36,7 @@ from connector.auth import TokenProvider
 from connector.batch import MAX_BATCH, encode_batch, parse_batch  # importable from here too, as before
 from connector.throttle import AdaptiveLimiter, RetryAfterGate, retry_after  # likewise
 from connector.tls import trusting_session, untrusted
+from ground import stop
 from ground.errors import AuthError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
 
 API_PATH = "/api/data/v9.2/"
@@ -164,8 +165,8 @@ class DataverseClient:
         self.timeout = (connect_timeout, settings.http_timeout if read_timeout is None else read_timeout)
         self.budget_s = settings.retry_budget if budget_s is None else budget_s
         self.max_batch = max(1, min(max_batch, MAX_BATCH))
-        self.limiter = AdaptiveLimiter(settings.max_concurrency)
-        self.gate = RetryAfterGate()
+        self.limiter = AdaptiveLimiter(settings.max_concurrency, check=stop.check)
+        self.gate = RetryAfterGate(sleep=stop.sleep)  # a stop request ends every wait (ground/stop.py)
         self._jitter = tenacity.wait_random_exponential(multiplier=backoff_base_s, max=backoff_max_s)
         self._exponential = tenacity.wait_exponential(multiplier=backoff_base_s, max=backoff_max_s)
         self._counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
@@ -236,7 +237,7 @@ class DataverseClient:
             attempts += 1
             return attempt()
 
-        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(_Retry), wait=self._wait,
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(_Retry), wait=self._wait, sleep=stop.sleep,
                                      stop=tenacity.stop_before_delay(self.budget_s),
                                      before_sleep=lambda rs: self._before_sleep(kind, url, rs), reraise=True)
         try:
@@ -296,8 +297,9 @@ class DataverseClient:
             if verbatim:
                 prepared.url = url  # a next/delta link is followed untouched ([PD] page-results.md)
             env = self.session.merge_environment_settings(prepared.url or url, {}, None, None, None)
-            self._count(kind, requests=1)
             self.gate.wait()  # last thing before the wire: a 429 that lands while we wait still counts
+            stop.check()  # a run asked to stop sends nothing more
+            self._count(kind, requests=1)
             started = time.monotonic()
             try:
                 response = self.session.send(prepared, timeout=self.timeout, allow_redirects=False, **env)

@@ -19,28 +19,47 @@ the ordering rules above the only thing a reader needs to know.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+import pyarrow.parquet as pq
 
+from connector.register import Gone, Register, Stamp
 from connector.rows import quarantine_frame
-from ground.errors import L2CError
-from ground.files import TEMP_SUFFIX, atomic_write, remove_temp_files, safe_name
+from ground.errors import ConfigError, L2CError
+from ground.files import TEMP_SUFFIX, atomic_write, fsync_dir, make_dirs, remove_temp_files, safe_name
 
 Kind = Literal["rows", "deletions", "quarantine", "notes"]
 OPS: dict[str, str] = {"rows": "upsert", "deletions": "delete", "quarantine": "quarantine", "notes": "note"}
+KINDS: tuple[Kind, ...] = ("rows", "deletions", "quarantine", "notes")
 LINEAGE = ("_run_id", "_extracted_at", "_stream", "_page", "_op", "_deleted_at")
 VERSION = "_version"
 ROW = "_row"
 _UTC = pl.Datetime("us", "UTC")
 
 
+@dataclass(frozen=True)
+class Damage:
+    """A landed page that is missing or not what landed."""
+
+    table: str
+    page: Path
+    why: str
+
+    def __str__(self) -> str:
+        return f"raw page {self.page} is {self.why}" if self.why == "missing" else f"raw page {self.page}: {self.why}"
+
+
 class Lake:
     def __init__(self, data_dir: Path | str) -> None:
-        self.root = Path(data_dir) / "raw"
+        self.data_dir = Path(data_dir)
+        self.root = self.data_dir / "raw"
+        self.register = Register(self.data_dir)
 
     def table_dir(self, table: str) -> Path:
         return self.root / safe_name(table, "table")
@@ -74,7 +93,9 @@ class Lake:
             pl.lit(OPS[kind], pl.String).alias("_op"),
             deleted_at.alias("_deleted_at"),
         )
-        return atomic_write(path, lambda handle: landed.write_parquet(handle, compression="zstd"))
+        atomic_write(path, lambda handle: landed.write_parquet(handle, compression="zstd"))
+        self.register.record(path.parent.parent.name, _in_table(path), Stamp.of(path))
+        return path
 
     def write_quarantine(self, table: str, stream: str, page_no: int,
                          quarantined: Sequence[tuple[Mapping[str, Any], str]], *, run_id: str,
@@ -113,7 +134,12 @@ class Lake:
         schema: dict[str, pl.DataType] = {}
         # Footers only: the union of every page's columns (rows pages first, so data columns lead).
         for path in sorted(files, key=lambda p: not p.name.startswith("rows-")):
-            for name, dtype in pl.read_parquet_schema(path).items():
+            try:
+                found = pl.read_parquet_schema(path)
+            except pl.exceptions.PolarsError as exc:
+                raise ConfigError(f"raw page {path} cannot be read ({str(exc).splitlines()[0]})",
+                                  hint=READ_AGAIN) from None
+            for name, dtype in found.items():
                 known = schema.setdefault(name, dtype)
                 if known != dtype:
                     raise L2CError(f"column {name} is {known} in older pages of {table} but {dtype} in {path}",
@@ -183,3 +209,85 @@ class Lake:
     def cleanup(self) -> list[Path]:
         """Remove temp files left by a crashed write. Call it only while holding the run lock."""
         return remove_temp_files(self.root.glob(f"*/*/.*{TEMP_SUFFIX}") if self.root.is_dir() else iter(()))
+
+    def damaged(self, expected: Collection[str] = (), *, adopt: bool = False) -> list[Damage]:
+        """Every landed page that is missing or not what landed, by the register; also a page of `expected`
+        (paths relative to the data directory, e.g. those the last transform read) that is neither on disk nor
+        set aside, and a page on disk the register does not know whose Parquet footer does not read. With
+        `adopt` (under the run lock), such an unknown page that reads is registered as found: a lake landed
+        by an older l2c, or a page landed just before a crash."""
+        tables = set(self.register.tables())
+        if self.root.is_dir():
+            tables |= {p.name for p in self.root.iterdir() if p.is_dir()}
+        wanted: dict[str, set[str]] = {}
+        for page in expected:
+            parts = page.split("/")
+            if len(parts) == 4 and parts[0] == self.root.name:
+                wanted.setdefault(parts[1], set()).add(f"{parts[2]}/{parts[3]}")
+        found = []
+        for table in sorted(tables | set(wanted)):
+            directory = self.root / table
+            known = self.register.load(table)
+            for name, stamp in known.items():
+                why = stamp.damage(directory / name) if isinstance(stamp, Stamp) else None
+                if why is not None:
+                    found.append(Damage(table, directory / name, why))
+            for path in self.pages(table, KINDS) if directory.is_dir() else []:
+                name = _in_table(path)
+                if name in known:
+                    continue
+                why = _unreadable(path)
+                if why is not None:
+                    found.append(Damage(table, path, why))
+                elif adopt:
+                    self.register.record(table, name, Stamp.of(path))
+            found += [Damage(table, directory / name, "missing") for name in sorted(wanted.get(table, set()))
+                      if name not in known and not (directory / name).exists()]
+        return found
+
+    def set_aside(self, damages: Sequence[Damage], run_id: str, *, read_again: Collection[str]) -> None:
+        """Move damaged pages out of the lake, to `<data_dir>/damaged/<run_id>/<table>/<stream>/`, and register
+        them as gone: waiting to be `read_again` for a table in `read_again`, done for any other. Call it only
+        under the run lock, once the tables to read again will be (their state says so)."""
+        for damage in damages:
+            if damage.page.exists():
+                target = self.data_dir / "damaged" / safe_name(run_id, "run id") / damage.table / _in_table(damage.page)
+                make_dirs(target.parent)
+                os.replace(damage.page, target)
+                fsync_dir(damage.page.parent)
+            done = None if damage.table in read_again else run_id
+            self.register.set_aside(damage.table, _in_table(damage.page), Gone(damage.why, run_id, done))
+
+    def read_again(self, table: str, run_id: str) -> None:
+        """`table` was read again in full by `run_id`: its pages set aside are no longer missed."""
+        for name, entry in self.register.load(table).items():
+            if isinstance(entry, Gone) and entry.read_again is None:
+                self.register.set_aside(table, name, Gone(entry.why, entry.run, run_id))
+
+    def waiting(self) -> list[Damage]:
+        """Pages set aside whose table has not been read again yet: the lake lacks what they held."""
+        return [Damage(table, self.root / table / name, f"set aside by run {entry.run} ({entry.why}), and "
+                       f"{table} not read again since")
+                for table in self.register.tables() for name, entry in self.register.load(table).items()
+                if isinstance(entry, Gone) and entry.read_again is None]
+
+
+# What to do about a damaged raw page, wherever it is found.
+READ_AGAIN = ("Run `l2c extract` (or `l2c run`): it sets damaged pages aside and reads their tables again from "
+              "Dataverse")
+
+
+def _in_table(page: Path) -> str:
+    """A page's name within its table's folder: `<stream>/<file>`."""
+    return f"{page.parent.name}/{page.name}"
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why a Parquet file's footer does not read (a cut or garbled page); None when it reads."""
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid is a ValueError, ArrowIOError an OSError
+        if isinstance(exc, PermissionError):
+            raise
+        return f"not a readable Parquet file ({str(exc).splitlines()[0]})"
+    return None

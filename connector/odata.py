@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
+from ground import stop
 from ground.errors import SourceUnavailable
 
 MAX_PAGE_SIZE = 5000
@@ -73,7 +74,8 @@ def pages(client: Client, first_url: str, prefer_values: Sequence[str], *, kind:
 
     The next page is asked for as soon as this one's nextLink is known, so it is on the wire while the caller
     converts and lands this one (one page ahead at most; its request goes through the same client limiter).
-    A caller that stops early only discards that one answer: its state still points at the next link.
+    A caller that stops early only discards that one answer: its state still points at the next link. A stop
+    request (ground/stop.py) ends the read between two pages: the caller has landed and checkpointed the last.
     """
     seen: set[str] = set()
 
@@ -84,6 +86,7 @@ def pages(client: Client, first_url: str, prefer_values: Sequence[str], *, kind:
         url, number = first_url, start_page
         reply = fetch(url)
         while True:
+            stop.check()
             body: dict[str, Any] = reply.json
             next_link = body.get("@odata.nextLink")
             if next_link is not None:

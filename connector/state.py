@@ -46,6 +46,7 @@ FORMAT = 1  # the "format" key of every state file and manifest
 SUFFIX = ".state.json"  # other modules may keep their own files (a metadata cache) in state/
 Mode = Literal["delta", "watermark"]
 IN_FILE = "file"  # the validation context of a document read from a file or about to be written to one
+INTERRUPTED = frozenset({130, 143})  # the exit codes of a run stopped by SIGINT or SIGTERM
 
 
 def iso(moment: datetime) -> str:
@@ -82,10 +83,17 @@ RunTime = Annotated[datetime, BeforeValidator(_aware), PlainSerializer(iso, retu
 class Document(BaseModel):
     """A JSON document l2c writes and reads back. Strict: 4 is no "4", 1 no true, a list no string; no unknown
     field; and a file must hold every field but those of `optional_in_file` (code may leave out what has a
-    default; a file lacking one was not written by l2c, and reading its default could silently reset it)."""
+    default; a file lacking one was not written by l2c, and reading its default could silently reset it).
+    Those optional fields came later: each is written only when it was given (read from a file or set), so a
+    file written before them saves again to the same bytes."""
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
     optional_in_file: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _optional_only_if_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        written: dict[str, Any] = handler(self)
+        return {k: v for k, v in written.items() if k not in self.optional_in_file or k in self.model_fields_set}
 
     @model_validator(mode="after")
     def _complete(self, info: ValidationInfo) -> Self:
@@ -139,11 +147,6 @@ class Resume(Document):
     full: bool = False  # the stream is a full read (initial sync or resync after an expired token)
     reconcile: bool = False  # at its end, ids the full read did not return are recorded as deleted
 
-    @model_serializer(mode="wrap")
-    def _flags_only_if_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        written: dict[str, Any] = handler(self)
-        return {k: v for k, v in written.items() if k not in self.optional_in_file or k in self.model_fields_set}
-
 
 class TableState(Document):
     table: str
@@ -160,6 +163,7 @@ class TableState(Document):
 
 
 class TableRun(Document):
+    optional_in_file = frozenset({"damaged"})
     rows: NonNegativeInt = 0
     pages: NonNegativeInt = 0
     deletions: NonNegativeInt = 0
@@ -174,13 +178,14 @@ class TableRun(Document):
     delta_before: str | None = None
     delta_after: str | None = None
     error: str | None = None
+    damaged: list[str] = Field(default_factory=list)  # landed pages found missing or damaged: "<path>: <why>"
 
 
 class RunManifest(Document):
     run_id: str
     started_at: RunTime
     finished_at: RunTime | None = None
-    status: Literal["running", "ok", "failed"] = "running"
+    status: Literal["running", "ok", "failed", "interrupted"] = "running"
     exit_code: int | None = None
     tables: dict[str, TableRun] = Field(default_factory=dict)
 
@@ -194,7 +199,7 @@ class RunManifest(Document):
 
     def finish(self, exit_code: int, *, now: datetime | None = None) -> None:
         self.exit_code = exit_code
-        self.status = "ok" if exit_code == 0 else "failed"
+        self.status = "ok" if exit_code == 0 else "interrupted" if exit_code in INTERRUPTED else "failed"
         self.finished_at = now or datetime.now(UTC)
 
     def save(self, data_dir: Path | str) -> Path:

@@ -28,11 +28,18 @@ def status(settings: Settings, now: datetime | None = None) -> list[str]:
     states, lake = StateStore(settings.data_dir), Lake(settings.data_dir)
     keys = primary_ids(states.directory)
     lines = [f"{'table':<20} {'mode':<10} {'last sync':<26} {'rows':>10} {'token/wm age':>13}  notes"]
+    missed: dict[str, int] = {}  # raw pages missing or damaged, or set aside and not read again yet
+    for damage in [*lake.damaged(), *lake.waiting()]:
+        table = "audit" if damage.table == "audit_details" else damage.table  # shown with the audit
+        missed[table] = missed.get(table, 0) + 1
     for name in [t.name for t in tables.table] + ["audit"]:
         state = states.load(name)
-        rows = lake.current(name, keys.get(name, f"{name}id")).height if lake.has_rows(name) else 0
-        anchor = state.token_issued_at if state.mode == "delta" else state.watermark
         notes = []
+        if name in missed:
+            notes.append(f"{missed[name]} raw page(s) missing or damaged: the next extract reads the table again")
+        rows: int | str = "-" if name in missed else (
+            lake.current(name, keys.get(name, f"{name}id")).height if lake.has_rows(name) else 0)
+        anchor = state.token_issued_at if state.mode == "delta" else state.watermark
         if state.resume:
             notes.append(f"resumes at page {state.resume.page_no}")
         if state.last_error:

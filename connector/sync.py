@@ -12,6 +12,10 @@ Watermark: `$filter=<col> ge <watermark - overlap>` ordered by (<col>, primary k
 re-reads the boundary and rows already landed with the same (id, version) are dropped, so no tied row is
 lost or doubled. The new watermark is capped at the server's time of the first page (the signpost), so rows
 written while the run pages are read again next time.
+
+A full read (the first, a resync) over a lake that already holds rows of the table reconciles in both modes:
+ids it no longer returns were deleted meanwhile. `read_again` asks for one, e.g. when a landed page of the
+table was found missing or damaged (connector/lake.py `damaged`).
 """
 
 from __future__ import annotations
@@ -95,6 +99,15 @@ def sync_table(ctx: SyncContext, cfg: TableConfig, meta: TableMeta) -> TableResu
         result.notes.append("change tracking is off for this table: read by modifiedon watermark "
                             "(deletions only from the audit history)")
     return _watermark(ctx, cfg, meta, state, result)
+
+
+def read_again(states: StateStore, table: str) -> None:
+    """Make the next sync of `table` a full read from Dataverse that reconciles deletions, as an expired delta
+    token does: its delta link or watermark and any resume point are dropped."""
+    state = states.load(table)
+    state.delta_link, state.resume, state.token_issued_at = None, None, None
+    state.watermark, state.boundary_ids, state.signpost = None, [], None
+    states.save(state)
 
 
 def _land(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, stream: str, page_no: int,
@@ -196,22 +209,29 @@ def _watermark(ctx: SyncContext, cfg: TableConfig, meta: TableMeta, state: Table
     if resume:
         stream, url, page_no = resume.stream, resume.next_link, resume.page_no
         signpost: datetime | None = resume.started_at
+        full, reconcile = resume.full, resume.reconcile
     else:
         lower = state.watermark - overlap if state.watermark else ctx.since
         condition = f"{column} ge {datetime_literal(lower)}" if lower else None
         query = Query(meta.entity_set, selected(cfg, meta), filter=condition,
                       orderby=f"{column} asc,{meta.primary_id} asc")
         stream, url, page_no, signpost = f"wm-{ctx.run_id}", query.url(), 1, None
+        # Every row the table has, over rows landed before: what it no longer returns was deleted meanwhile.
+        full = lower is None
+        reconcile = full and ctx.lake.has_rows(cfg.name)
     for page in pages(ctx.client, url, prefer(ctx.page_size), kind="page", start_page=page_no):
         signpost = signpost or page.server_time
         _land(ctx, cfg, meta, stream, page.number, page.records, page.server_time, result, drop_known=incremental)
         state = ctx.states.load(cfg.name)
         state.mode = "watermark"
         if page.next_link:
+            flags = {"full": True, "reconcile": True} if reconcile else {}
             state.resume = Resume(stream=stream, next_link=stored_link(page.next_link) or "", page_no=page.number + 1,
-                                  started_at=state_time(signpost))
+                                  started_at=state_time(signpost), **flags)
             state.signpost = state_time(signpost)
         else:
+            if reconcile and full:
+                result.deletions += _reconcile(ctx, cfg, meta, stream, page.server_time)
             # Everything written up to the signpost has been read; later writes come next run.
             state.watermark = state_time(signpost) if signpost else state.watermark
             state.signpost = None

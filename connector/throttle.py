@@ -14,6 +14,8 @@ from contextlib import contextmanager
 
 from config.settings import MAX_CONCURRENCY
 
+SLOT_POLL_S = 0.2  # how often a thread waiting for a slot checks whether the run was asked to stop
+
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
     try:
@@ -48,8 +50,10 @@ class AdaptiveLimiter:
     """AIMD concurrency shared by all threads: halves on a 429 (once per Retry-After window), grows by one after
     as many successes in a row as the current limit; never above 52, max_concurrency or the x-ms-dop-hint."""
 
-    def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic,
+                 check: Callable[[], None] = lambda: None) -> None:
         self._configured = max(1, min(ceiling, MAX_CONCURRENCY))
+        self._check = check  # called while a thread waits for a slot: raises to end the wait (a stop request)
         self.ceiling = self.limit = self._configured
         self._clock = clock
         self._in_use = self._successes = 0
@@ -60,7 +64,8 @@ class AdaptiveLimiter:
     def slot(self) -> Iterator[None]:
         with self._cond:
             while self._in_use >= self.limit:
-                self._cond.wait()
+                self._check()
+                self._cond.wait(SLOT_POLL_S)
             self._in_use += 1
         try:
             yield

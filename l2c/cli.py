@@ -1,18 +1,27 @@
 """The `l2c` command: parses arguments, loads settings, runs one command, maps errors to exit codes.
 
 L2CError is caught here once and printed as one line (what, why, what to do); `--verbose` adds the
-traceback. Anything else is a bug: exit 1 with the traceback.
+traceback. Anything else is a bug: exit 1 with the traceback. SIGINT and SIGTERM ask the run to stop
+(ground/stop.py): the extract's streams end between two pages and its main thread marks the manifest and frees
+the lock; elsewhere the handler raises at once and the all-or-nothing writes keep the previous files. Either way
+one line, exit 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 
 from exports import FORMATS
+from ground import stop
 from ground.errors import L2CError, local_error
 
 log = logging.getLogger("l2c")
@@ -189,6 +198,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_requested(signum: int, frame: FrameType | None) -> None:
+    if stop.request(signum) and stop.raises_now():
+        raise stop.Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGINT and SIGTERM ask the command to stop (ground/stop.py) while it runs; the previous handlers after."""
+    stop.clear()
+    previous = {signum: signal.signal(signum, _stop_requested) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        stop.clear()
+
+
+def _interrupted(exc: stop.Interrupted) -> int:
+    print(f"l2c: {exc}: stopped; nothing half-written is kept, and the next run goes on from what is durable",
+          file=sys.stderr, flush=True)
+    if any(t.name.startswith("l2c-") and t.is_alive() for t in threading.enumerate()):
+        # A stream still waits for an answer after the grace (connector/extract.py STOP_GRACE_S): it lands
+        # nothing more, and the interpreter would wait for it at exit. Its state and the lock are settled.
+        sys.stdout.flush()
+        os._exit(exc.exit_code)
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -199,8 +240,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     for noisy in ("urllib3", "msal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    stoppable = _stoppable() if args.command != "sandbox" else contextlib.nullcontext()  # serve has its own
     try:
-        return int(args.func(args))
+        with stoppable:
+            try:
+                return int(args.func(args))
+            except Exception:
+                stop.check()  # an error the stop request caused: DuckDB answers a signal with "Query interrupted"
+                raise
+    except stop.Interrupted as exc:
+        return _interrupted(exc)
     except L2CError as exc:
         if args.verbose:
             traceback.print_exc()

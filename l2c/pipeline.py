@@ -16,6 +16,7 @@ from connector.extract import ExtractResult, extract
 from connector.lock import RunLock
 from l2c.progress import RunProgress
 from sql.load import transform_and_load
+from transforms.build_state import TransformState
 from transforms.quality import describe
 
 
@@ -44,7 +45,10 @@ def summary(result: ExtractResult) -> str:
 
 def extract_only(args: argparse.Namespace) -> int:
     with resolved(load_settings()) as settings, RunProgress() as progress:
-        result = extract(settings, progress=progress)
+        # The pages the last transform read must still be there: a lake landed before pages were registered
+        # (connector/register.py) is checked against them too.
+        last = TransformState.load(settings.data_dir)
+        result = extract(settings, progress=progress, expected=last.pages if last else ())
     print(summary(result), flush=True)
     for note in result.notes:
         print(f"note: {note}", flush=True)

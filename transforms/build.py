@@ -28,10 +28,11 @@ import polars as pl
 from config.activities import Rule, load_activities
 from config.settings import Settings
 from config.tables import TablesConfig, load_tables
-from connector.lake import LINEAGE, ROW, Lake
+from connector.lake import LINEAGE, READ_AGAIN, ROW, Lake
 from connector.lock import RunLock
 from connector.metadata import primary_ids, user_local_dates
 from connector.state import StateStore
+from ground.errors import ConfigError
 from ground.files import (
     OUTPUT_PARQUET,
     TEMP_SUFFIX,
@@ -220,9 +221,22 @@ def _result(data_dir: Path, state: TransformState, out: dict[str, Path], **how: 
                        **how)  # type: ignore[arg-type]
 
 
+def trusted_lake(data_dir: Path) -> None:
+    """Refuse (ConfigError) a lake that lacks a landed page: one missing or damaged (and the pages the last build
+    read with it), or one set aside whose table has not been read again yet. Built from, it gives a smaller log."""
+    last = TransformState.load(data_dir)
+    lake = Lake(data_dir)
+    damaged = lake.damaged(last.pages if last else ()) or lake.waiting()
+    if damaged:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise ConfigError(f"{damaged[0]}{more}; an event log built without it would miss its rows, so the "
+                          "previous outputs are kept", hint=READ_AGAIN)
+
+
 def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_PART) -> BuildResult:
     data_dir = settings.data_dir
     out = {"event_log": data_dir / EVENT_LOG, "cases": data_dir / CASES}
+    trusted_lake(data_dir)
     tables = load_tables(settings.tables_file)
     stamp = fingerprint(load_activities(settings.activity_map, tables), tables)
     pages = lake_pages(data_dir)

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from connector.http import (
     validate_response,
 )
 from connector.tls import trusting_session
+from ground import stop
 from ground.errors import AuthError, ConfigError, L2CError, PermissionDenied, RequestRejected, SourceUnavailable
 from sandbox.runtime import Sandbox
 from sandbox.schema import TABLES
@@ -658,3 +660,28 @@ def test_untrusted_certificate_is_a_config_error_not_a_retry(http_sandbox: Sandb
     client.session.mount("https://", trusting_session(None).get_adapter("https://x"))  # system CAs only
     with pytest.raises(ConfigError, match="not trusted"):
         client.get("WhoAmI")
+
+
+@pytest.mark.parametrize("wait", ["backoff", "Retry-After"])
+def test_a_stop_request_ends_a_retry_wait_at_once(http_sandbox: Sandbox, http_client: Callable[..., Any],
+                                                 wait: str) -> None:
+    """Issue #24: a signal must not wait out a retry's backoff or a 429's Retry-After (ground/stop.py)."""
+    client = http_client(backoff_base_s=30.0, backoff_max_s=30.0, budget_s=300.0)
+    client.get("WhoAmI")
+    if wait == "backoff":
+        faults = http_sandbox.server.faults  # type: ignore[union-attr]
+        faults.only_paths, faults.p_503 = API, 1.0
+    else:
+        http_sandbox.protection.throttle(1.0, retry_after=30)
+    timer = threading.Timer(0.3, stop.request, [signal.SIGTERM])
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(stop.Interrupted) as info:
+            client.get("WhoAmI")
+    finally:
+        timer.cancel()
+        stop.clear()
+    assert time.monotonic() - started < 3 and info.value.exit_code == 143
+    requests = client.stats()["other"]["requests"]
+    assert requests >= 1 and client.stats()["other"]["retries"] >= 1  # it was waiting to try again

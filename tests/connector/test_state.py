@@ -158,6 +158,9 @@ def test_failed_run_and_corrupt_manifest(tmp_path: Path) -> None:
     manifest.finish(4)
     manifest.save(tmp_path)
     assert RunManifest.load(tmp_path, "run-1").status == "failed"
+    for code in (130, 143):  # SIGINT, SIGTERM
+        manifest.finish(code)
+        assert manifest.status == "interrupted" and manifest.exit_code == code
     path = tmp_path / "runs" / "run-1.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "exit_code": "4"}))
     with pytest.raises(ConfigError, match=r"run manifest .*run-1.json is unusable: bad value in exit_code"):
@@ -281,7 +284,7 @@ MANIFEST_FIELDS: list[tuple[str, Any, str]] = [
     ("finished_at", DROP, "missing field finished_at"),
     ("finished_at", "soon", f"bad value in finished_at: {NOT_TIME}"),
     ("status", DROP, "missing field status"),
-    ("status", "done", "bad value in status: Input should be 'running', 'ok' or 'failed'"),
+    ("status", "done", "bad value in status: Input should be 'running', 'ok', 'failed' or 'interrupted'"),
     ("exit_code", DROP, "missing field exit_code"),
     ("exit_code", "4", "bad value in exit_code: Input should be a valid integer"),
     ("exit_code", False, "bad value in exit_code: Input should be a valid integer"),
@@ -304,6 +307,8 @@ MANIFEST_FIELDS: list[tuple[str, Any, str]] = [
     ("tables.lead.delta_before", 5, "bad value in tables.lead.delta_before: Input should be a valid string"),
     ("tables.lead.delta_after", DROP, "missing field tables.lead.delta_after"),
     ("tables.lead.error", ["x"], "bad value in tables.lead.error: Input should be a valid string"),
+    ("tables.lead.damaged", "raw/lead/x", "bad value in tables.lead.damaged: Input should be a valid list"),
+    ("tables.lead.damaged", [1], "bad value in tables.lead.damaged.0: Input should be a valid string"),
     ("tables.lead.cursor", 1, "unknown field tables.lead.cursor"),
     ("seconds", 1, "unknown field seconds"),
 ]
@@ -348,3 +353,14 @@ def test_a_watermark_resume_point_is_written_without_the_delta_flags(store: Stat
                                  "started_at": "2024-03-01T09:00:00+00:00"}
     assert list(written) == ["format", *TableState.model_fields]
     assert store.load("lead") == state and not state.resume.full  # type: ignore[union-attr]
+
+
+def test_a_manifest_names_damaged_pages_only_for_the_tables_that_had_some(tmp_path: Path) -> None:
+    manifest = RunManifest.start("run-1")
+    manifest.table("lead").damaged = ["raw/lead/sync-1/rows-000002.parquet: missing"]
+    manifest.table("quote").rows = 3
+    manifest.save(tmp_path)
+    document = json.loads((tmp_path / "runs" / "run-1.json").read_text())
+    assert document["tables"]["lead"]["damaged"] == ["raw/lead/sync-1/rows-000002.parquet: missing"]
+    assert "damaged" not in document["tables"]["quote"]  # as a manifest written before the field
+    assert RunManifest.load(tmp_path, "run-1") == manifest
