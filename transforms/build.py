@@ -2,7 +2,7 @@
 
 Reads the newest landed version of every record (deleted ones included: their events stay facts), the audit rows
 and details, runs the pure transforms, and writes each output to a temp file that is verified (it reads back with
-the schema and rows written) and left to the caller's `Staging`: the caller
+the schema and rows written; the log's `event_id`s are unique) and left to the caller's `Staging`: the caller
 (sql/load.py) adds the database and publishes them all at once with the state (`publish`), so a reader never
 sees half a log, and a build that fails (a full disk: exit 6) or is killed leaves every previous output in
 place. A full build goes through the cases in parts of CASES_PER_PART, appending each part to the outputs, so
@@ -61,7 +61,7 @@ from transforms.build_state import (
     touched_objects,
 )
 from transforms.cases import attribute_context, case_map, context_cases
-from transforms.eventlog import build
+from transforms.eventlog import build, unique_ids
 from transforms.events import OP_DELETE, events_from_audit
 from transforms.incremental import OBJECT, replace_cases, replace_objects, touched_cases
 from transforms.ocel import all_versions, object_types
@@ -273,7 +273,9 @@ def _transform(settings: Settings, staging: Staging, full: bool,
             event_count, case_count, orphans = _build_full(inputs, cases_of, out, users_path, cases_per_part,
                                                            staging)
             mode, recomputed = "full", case_count
-        issues = quality.quality_issues(pl.scan_parquet(staging.at(out["event_log"])), inputs.records, orphans,
+        log = pl.scan_parquet(staging.at(out["event_log"]))
+        unique_ids(log)
+        issues = quality.quality_issues(log, inputs.records, orphans,
                                         keys=inputs.keys, landed=inputs.landed, audit=inputs.audit,
                                         details=inputs.details, created_activities=inputs.created_activities,
                                         user_local_dates=user_local_dates(StateStore(data_dir).directory),
