@@ -113,7 +113,7 @@ class Lake:
         schema: dict[str, pl.DataType] = {}
         # Footers only: the union of every page's columns (rows pages first, so data columns lead).
         for path in sorted(files, key=lambda p: not p.name.startswith("rows-")):
-            for name, dtype in pl.read_parquet_schema(path).items():
+            for name, dtype in pl.scan_parquet(path, glob=False).collect_schema().items():
                 known = schema.setdefault(name, dtype)
                 if known != dtype:
                     raise L2CError(f"column {name} is {known} in older pages of {table} but {dtype} in {path}",
@@ -121,7 +121,8 @@ class Lake:
                                         "aside and run `l2c extract` again for a fresh backfill")
         tail = [c for c in (VERSION, *LINEAGE) if c in schema]
         ordered = {name: schema[name] for name in [*(c for c in schema if c not in tail), *tail]}
-        return pl.scan_parquet([str(p) for p in files], schema=ordered, missing_columns="insert", row_index_name=ROW)
+        return pl.scan_parquet([str(p) for p in files], schema=ordered, missing_columns="insert", row_index_name=ROW,
+                               glob=False)
 
     def has_rows(self, table: str) -> bool:
         return bool(self.pages(table, ("rows",)))

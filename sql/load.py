@@ -9,13 +9,20 @@ the cases with the build's counts). Only then is it staged beside the transform'
 (transforms/build.py `publish`) and its size and checksum recorded in the transform's state, which the next
 transform checks. It remembers what it was built from (`l2c_build`: the checksums of the outputs it loaded and
 the SQL files' hash): a load with nothing new keeps it, and a changed view rebuilds only the database, not the
-event log. `transform_and_load` is `l2c transform`: both steps under the data directory's run lock.
+event log. Paths reach DuckDB only as paths: a Parquet file's with its glob characters escaped, and a database
+whose path holds a `?` (DuckDB takes the rest for options and misplaces its log) is built in a private temp
+directory and copied in. `transform_and_load` is `l2c transform`: both steps under the data directory's run lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -104,20 +111,21 @@ def load(result: BuildResult, staging: Staging | None = None) -> Path:
 
 def _build(temp: Path, result: BuildResult, staging: Staging | None, wanted: str) -> None:
     sql = resources.files(__package__ or "sql")
-    with duckdb.connect(str(temp)) as con:
-        # DuckDB draws a progress bar on stdout, terminal or not, for any query over 2 s (1M leads).
-        con.execute("SET enable_progress_bar = false")
-        con.execute("SET VARIABLE event_log_path = ?", [str(_at(result.event_log, staging))])
-        con.execute("SET VARIABLE cases_path = ?", [str(_at(result.cases_file, staging))])
-        con.execute("SET VARIABLE event_users_path = ?", [str(_at(result.event_users, staging))])
-        con.execute(sql.joinpath("load.sql").read_text("utf-8"))
-        for name, path in sorted(result.tables.items()):
-            con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM read_parquet(?)', [str(_at(path, staging))])
-        con.execute(sql.joinpath("views.sql").read_text("utf-8"))
-        con.execute(f"CREATE TABLE {STAMP_TABLE} AS SELECT ? AS stamp", [wanted])
-        con.execute("CHECKPOINT")  # the log folded into the file now, where a failure raises
-    if Path(f"{temp}.wal").exists():
-        raise not_whole(temp, "its write-ahead log was not folded into it")
+    with _writable(temp) as where:
+        with duckdb.connect(where) as con:
+            # DuckDB draws a progress bar on stdout, terminal or not, for any query over 2 s (1M leads).
+            con.execute("SET enable_progress_bar = false")
+            con.execute("SET VARIABLE event_log_path = ?", [_parquet(_at(result.event_log, staging))])
+            con.execute("SET VARIABLE cases_path = ?", [_parquet(_at(result.cases_file, staging))])
+            con.execute("SET VARIABLE event_users_path = ?", [_parquet(_at(result.event_users, staging))])
+            con.execute(sql.joinpath("load.sql").read_text("utf-8"))
+            for name, path in sorted(result.tables.items()):
+                con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM read_parquet(?)', [_parquet(_at(path, staging))])
+            con.execute(sql.joinpath("views.sql").read_text("utf-8"))
+            con.execute(f"CREATE TABLE {STAMP_TABLE} AS SELECT ? AS stamp", [wanted])
+            con.execute("CHECKPOINT")  # the log folded into the file now, where a failure raises
+        if Path(f"{where}.wal").exists():
+            raise not_whole(temp, "its write-ahead log was not folded into it")
 
 
 def _check(temp: Path, result: BuildResult, staging: Staging | None, wanted: str) -> None:
@@ -143,6 +151,26 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
 
 def _at(path: Path, staging: Staging | None) -> Path:
     return staging.at(path) if staging is not None else path
+
+
+def _parquet(path: Path) -> str:
+    """`path` as DuckDB's read_parquet reads it literally: absolute (no URL, no `~`), and each glob character
+    (`*`, `?`, `[`) in a class of its own, which matches only that character."""
+    return re.sub(r"([*?\[])", r"[\1]", os.path.abspath(path))
+
+
+@contextmanager
+def _writable(temp: Path) -> Iterator[str]:
+    """Where DuckDB may build the database that is to be `temp`: `temp` itself, unless its path holds a `?`.
+    DuckDB reads what follows a `?` as options: the write-ahead log of `/a?b/x` would be `/a.wal?b/x`, even
+    through a symlink (the path is resolved). Then a private temp directory, copied to `temp` once built."""
+    if "?" not in os.path.abspath(temp):
+        yield os.path.abspath(temp)
+        return
+    with tempfile.TemporaryDirectory(prefix="l2c-duckdb-") as private:
+        built = Path(private) / "l2c.duckdb"
+        yield str(built)
+        shutil.copyfile(built, temp)
 
 
 def _built_from(database: Path) -> str | None:

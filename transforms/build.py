@@ -181,7 +181,7 @@ def records_on_disk(inputs: LakeInputs, directory: Path) -> Iterator[LakeInputs]
             written.append(temp_beside(directory / f"records-{name}.parquet"))
             with machine_errors(directory, written[-1]):
                 frame.sink_parquet(written[-1], **OUTPUT_PARQUET)
-            inputs.records[name] = pl.scan_parquet(written[-1])
+            inputs.records[name] = pl.scan_parquet(written[-1], glob=False)
         yield inputs
     finally:
         for path in written:
@@ -273,7 +273,7 @@ def _transform(settings: Settings, staging: Staging, full: bool,
             event_count, case_count, orphans = _build_full(inputs, cases_of, out, users_path, cases_per_part,
                                                            staging)
             mode, recomputed = "full", case_count
-        log = pl.scan_parquet(staging.at(out["event_log"]))
+        log = pl.scan_parquet(staging.at(out["event_log"]), glob=False)
         unique_ids(log)
         issues = quality.quality_issues(log, inputs.records, orphans,
                                         keys=inputs.keys, landed=inputs.landed, audit=inputs.audit,
@@ -325,11 +325,12 @@ def _build_incremental(inputs: LakeInputs, cases_of: pl.DataFrame, previous: Tra
     built = build(inputs.events(objects.lazy()), inputs.records, inputs.users(), cases_of.lazy(), inputs.model)
     strays = built.log.join(cases, on="case_id", how="anti")
     assert strays.is_empty(), f"recomputed events outside the touched cases: {strays.head(3)}"
-    event_count = _sink(replace_cases(pl.scan_parquet(out["event_log"]), built.log, cases), out["event_log"],
-                        staging)
-    case_count = _sink(replace_cases(pl.scan_parquet(out["cases"]), built.cases, cases), out["cases"], staging)
-    _sink(replace_cases(pl.scan_parquet(previous.frame_path(data_dir, "event_users")), built.users, cases),
-          users_path, staging)
+    event_count = _sink(replace_cases(pl.scan_parquet(out["event_log"], glob=False), built.log, cases),
+                        out["event_log"], staging)
+    case_count = _sink(replace_cases(pl.scan_parquet(out["cases"], glob=False), built.cases, cases), out["cases"],
+                       staging)
+    _sink(replace_cases(pl.scan_parquet(previous.frame_path(data_dir, "event_users"), glob=False), built.users,
+                        cases), users_path, staging)
     orphans = replace_objects(previous.frame(data_dir, "orphans"), built.orphans, objects)
     return event_count, case_count, orphans, cases.height
 

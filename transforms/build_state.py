@@ -96,7 +96,7 @@ class TransformState(Document):
         return frame_path(data_dir, name, self.generation)
 
     def frame(self, data_dir: Path, name: str) -> pl.DataFrame:
-        return pl.read_parquet(self.frame_path(data_dir, name))
+        return pl.read_parquet(self.frame_path(data_dir, name), glob=False)
 
     def write_frames(self, data_dir: Path, frames: dict[str, pl.DataFrame], staging: Staging) -> None:
         """Write `frames` as this state's generation, staged (a frame of FRAMES not given must be staged there
@@ -175,7 +175,7 @@ def touched_objects(data_dir: Path, pages: list[str], keys: Mapping[str, str]) -
     parts = [pl.DataFrame(schema={"object_type": pl.Utf8, "object_id": pl.Utf8})]
     for page in pages:
         table, path = table_of(page), data_dir / page
-        names = pl.read_parquet_schema(path)
+        names = pl.scan_parquet(path, glob=False).collect_schema().names()
         if table == "audit":
             kind, key = "objecttypecode", "_objectid_value"
         elif table == "audit_details":
@@ -184,7 +184,7 @@ def touched_objects(data_dir: Path, pages: list[str], keys: Mapping[str, str]) -
             kind, key = "", keys.get(table, f"{table}id")  # a table outside the object model: Dataverse's usual key
         if key not in names or (kind and kind not in names):
             continue
-        frame = pl.read_parquet(path, columns=[key, kind] if kind else [key])
+        frame = pl.read_parquet(path, columns=[key, kind] if kind else [key], glob=False)
         parts.append(frame.select((pl.col(kind) if kind else pl.lit(table)).cast(pl.Utf8).alias("object_type"),
                                   pl.col(key).cast(pl.Utf8).alias("object_id")))
     return pl.concat(parts).drop_nulls().unique().sort("object_type", "object_id")
