@@ -36,6 +36,8 @@ LINEAGE = ("_run_id", "_extracted_at", "_stream", "_page", "_op", "_deleted_at")
 VERSION = "_version"
 ROW = "_row"
 _UTC = pl.Datetime("us", "UTC")
+LINEAGE_SCHEMA: dict[str, pl.DataType] = {"_run_id": pl.String(), "_extracted_at": _UTC, "_stream": pl.String(),
+                                          "_page": pl.Int64(), "_op": pl.String(), "_deleted_at": _UTC}
 
 
 class Lake:

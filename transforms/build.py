@@ -32,9 +32,10 @@ import polars as pl
 from config.activities import Rule, load_activities
 from config.settings import Settings
 from config.tables import TablesConfig, load_tables
-from connector.lake import LINEAGE, ROW, Lake
+from connector.lake import LINEAGE, LINEAGE_SCHEMA, ROW, Lake
 from connector.lock import RunLock
-from connector.metadata import primary_ids, user_local_dates
+from connector.metadata import cached_attributes, primary_ids, user_local_dates
+from connector.rows import column_specs, polars_schema
 from connector.state import StateStore
 from ground.files import (
     OUTPUT_PARQUET,
@@ -98,11 +99,12 @@ class BuildResult:
     state: TransformState | None = None  # the build's state, to publish with its outputs (`publish`)
 
 
-def newest_versions(lake: Lake, table: str, pk: str) -> pl.LazyFrame:
-    """Every record's newest landed version, whether or not it was deleted later."""
-    rows = lake.scan(table)
+def newest_versions(lake: Lake, table: str, pk: str, empty: pl.Schema | None = None) -> pl.LazyFrame:
+    """Every record's newest landed version, whether or not it was deleted later; none, with the columns of
+    `empty`, when no row of the table has landed yet."""
     if not lake.has_rows(table):
-        return pl.LazyFrame(schema={pk: pl.Utf8})
+        return pl.LazyFrame(schema=empty or {pk: pl.Utf8})
+    rows = lake.scan(table)
     return (rows.filter(pl.col("_op") == "upsert").sort("_version", "_extracted_at", nulls_last=False)
             .unique(pk, keep="last", maintain_order=True))
 
@@ -148,13 +150,24 @@ def primary_keys(settings: Settings, tables: TablesConfig) -> dict[str, str]:
     return {t.name: known.get(t.name, f"{t.name}id") for t in tables.modelled}
 
 
+def unlanded(settings: Settings, tables: TablesConfig) -> dict[str, pl.Schema]:
+    """The columns a landed page of each modelled table has (its declared columns typed by the org's metadata,
+    then the lineage), from the extract's metadata cache: the records of a table no row has landed in yet (a new
+    org without a lead, an org without an opportunity) still have every column the transforms read."""
+    attributes = cached_attributes(StateStore(settings.data_dir).directory)
+    return {table.name: pl.Schema({**polars_schema(column_specs(attributes[table.name], table.columns)),
+                                   **LINEAGE_SCHEMA})
+            for table in tables.modelled if table.name in attributes}
+
+
 def read_lake(settings: Settings) -> LakeInputs:
     tables = load_tables(settings.tables_file)
     tables.model  # noqa: B018 - the transform needs the object model: a ConfigError that says so when absent
     rules = load_activities(settings.activity_map, tables)
     lake = Lake(settings.data_dir)
     keys = primary_keys(settings, tables)
-    records = {name: newest_versions(lake, name, pk) for name, pk in keys.items()}
+    empty = unlanded(settings, tables)
+    records = {name: newest_versions(lake, name, pk, empty.get(name)) for name, pk in keys.items()}
     # The columns the transforms read, chosen before the dedupe (which would otherwise compare whole rows).
     audit, details = (distinct(lake.scan(table).select(list(schema)), "auditid") if lake.has_rows(table)
                       else pl.LazyFrame(schema=schema)
