@@ -441,7 +441,3 @@ def test_users_and_static_records(org: OrgData) -> None:
     assert people.filter(pl.col("title") == "Sales Representative").height == 6  # max(6, leads / 400)
     assert people.filter(pl.col("title") == "Sales Manager").height == 4
 
-
-def test_rejects_an_empty_org() -> None:
-    with pytest.raises(ValueError, match="leads"):
-        simulate(1, 0)
