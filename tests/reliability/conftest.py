@@ -1,6 +1,7 @@
-"""Faults made for real on this machine. `tmpfs`: small RAM file systems that fill up (a full disk), mounted
-under the test's own tmp_path (unique under xdist) and unmounted at teardown. Mounting needs root: without it
-the test is skipped, saying why, except under CI (the CI variable set), where it fails: CI runs as root."""
+"""Faults of the machine made for real: `machine.tmpfs(size)` is a small RAM file system that fills up (a full
+disk), `machine.remount(where, "size=...")` gives it room again. Everything is made under the test's own tmp_path
+(unique under xdist) and undone when the test ends. Mounting needs root: without it the test is skipped, saying
+why, except under CI (the `CI` variable set), where it fails: CI runs as root."""
 
 from __future__ import annotations
 
@@ -8,50 +9,55 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skip a test the machine cannot fault for real; under CI, fail it instead."""
     if os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI must run this test (it runs as root)")
+        pytest.fail(f"{reason}, and CI must run this test")
     pytest.skip(reason)
 
 
-class Tmpfs:
-    """`mount(size)` gives the mount point of a new tmpfs of `size` bytes; `resize` grows or shrinks one."""
+class Machine:
+    """Mounts made for one test, undone (in reverse) when it ends, whatever happened."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.mounted: list[Path] = []
+        self._undo: list[list[str]] = []
 
-    def mount(self, size: int) -> Path:
-        point = self.root / f"tmpfs-{len(self.mounted)}"
-        point.mkdir(parents=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "l2c-test", str(point)],
-                              capture_output=True, text=True)
+    def _run(self, *command: str) -> None:
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            unavailable(f"cannot mount a tmpfs ({done.stderr.strip() or done.returncode})")
-        self.mounted.append(point)
-        return point
+            unavailable(f"`{' '.join(command)}` failed: {done.stderr.strip() or done.returncode} (needs root)")
 
-    def resize(self, point: Path, size: int) -> None:
-        subprocess.run(["mount", "-o", f"remount,size={size}", str(point)], check=True, capture_output=True)
+    def tmpfs(self, size: str, name: str = "tmpfs") -> Path:
+        """A fresh folder that is a tmpfs of `size` (bytes, or e.g. "64k")."""
+        where = self.root / name
+        where.mkdir(parents=True)
+        self._run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where))
+        self._undo.append(["umount", str(where)])
+        return where
 
-    def unmount_all(self) -> None:
-        for point in reversed(self.mounted):
-            if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(point)], capture_output=True)  # still busy: detach it
-        self.mounted.clear()
+    def remount(self, where: Path, options: str) -> None:
+        """Change a mount made here, e.g. "size=64m" (space freed)."""
+        self._run("mount", "-o", f"remount,{options}", str(where))
+
+    def undo(self) -> None:
+        for command in reversed(self._undo):
+            if subprocess.run(command, capture_output=True).returncode != 0:
+                subprocess.run([*command[:1], "-l", *command[1:]], capture_output=True)  # busy: detach it
+        self._undo.clear()
 
 
 @pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
+def machine(tmp_path: Path) -> Iterator[Machine]:
     if os.geteuid() != 0:
         unavailable("mounting a tmpfs (a disk that fills up) needs root")
-    mounts = Tmpfs(tmp_path)
+    faults = Machine(tmp_path / "machine")
     try:
-        yield mounts
+        yield faults
     finally:
-        mounts.unmount_all()
+        faults.undo()

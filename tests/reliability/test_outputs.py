@@ -29,7 +29,7 @@ from l2c.cli import main
 from sandbox.runtime import OrgState, Sandbox
 from tests.conftest import in_catalogue
 from tests.e2e.conftest import SCRUBBED_PREFIXES
-from tests.reliability.conftest import Tmpfs
+from tests.reliability.conftest import Machine
 from tests.transforms.test_truth import as_multiset
 from transforms.build_state import TransformState
 
@@ -123,12 +123,12 @@ ROOM_KIB = tuple(range(*map(int, os.environ["L2C_FULL_DISK_ROOM_KIB"].split(":")
 
 
 def test_a_full_disk_at_any_moment_of_the_transform_publishes_nothing_and_the_next_run_completes(
-        org: Org, tmpfs: Tmpfs) -> None:
+        org: Org, machine: Machine) -> None:
     base = sum(p.stat().st_size for p in org.before.rglob("*") if p.is_file())
     before = _published(org.before)
     failed_at, succeeded = set(), 0
     for room in ROOM_KIB:
-        data = tmpfs.mount(base + room * 1024) / "data"
+        data = machine.tmpfs(str(base + room * 1024), name=f"tmpfs-{room}") / "data"
         shutil.copytree(org.before, data)
         done = l2c(org.sandbox, data, "run")
         if done.code == 0:
@@ -143,7 +143,7 @@ def test_a_full_disk_at_any_moment_of_the_transform_publishes_nothing_and_the_ne
             failed_at.add(line.split()[4].removeprefix(f"{data}/").rstrip(":"))
             assert _published(data) == before, room
             assert temp_files(data) == [], room
-        tmpfs.resize(data.parent, base + 16 * 1024 * 1024)  # space again
+        machine.remount(data.parent, f"size={base + 16 * 1024 * 1024}")  # space again
         again = l2c(org.sandbox, data, "run")
         assert again.code == 0, again.err
         assert_same(outputs(data), org.expected)
@@ -154,10 +154,10 @@ def test_a_full_disk_at_any_moment_of_the_transform_publishes_nothing_and_the_ne
     assert len(failed_at) >= 3 and failed_at & {*PARQUET, "state/transform"}, failed_at
 
 
-def test_a_write_that_fills_the_disk_fails_naming_its_file_and_leaves_the_previous_one(tmpfs: Tmpfs) -> None:
+def test_a_write_that_fills_the_disk_fails_naming_its_file_and_leaves_the_previous_one(machine: Machine) -> None:
     """The primitive under every output: the error names the file even when closing the temp file fails too (a
     buffered tail that cannot be flushed on a full disk used to replace it with an OSError naming nothing)."""
-    point = tmpfs.mount(256 * 1024)
+    point = machine.tmpfs("256k")
     path = point / "event_log.parquet"
     path.write_bytes(b"previous")
 
