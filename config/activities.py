@@ -3,7 +3,9 @@
 Invalid rules fail before any work with a ConfigError naming the rule and the problem (exit 2): unknown keys,
 a trigger without what it needs (`action` for "action", `column` and `to`/`above` for "changed"), a table
 or column not declared in config/tables.toml, a `snapshot` on a trigger other than "action" (the others read
-the rows directly), a `record_when` without `record_date` or without `to`.
+the rows directly), a `record_when` without `record_date` or without `to`, and the same rule declared twice
+(every field alike: each would give every one of its events a second time, under the same event id). Two
+different rules may share an activity name.
 """
 
 from __future__ import annotations
@@ -92,6 +94,13 @@ def load_activities(path: Path | None, tables: TablesConfig) -> list[Rule]:
             name = entries[loc[1]].get("name", f"#{loc[1] + 1}") if isinstance(entries, list) else "?"
             where = f"rule '{name}'" + (f" {'.'.join(map(str, loc[2:]))}" if len(loc) > 2 else "")
         raise ConfigError(f"{path}: {where}: {first['msg']}", hint="fix the rule (see the file's header)") from None
+    numbers: dict[str, int] = {}  # a rule, every field as validated -> the number it first came with
+    for number, rule in enumerate(rules, start=1):
+        earlier = numbers.setdefault(rule.model_dump_json(), number)
+        if earlier != number:
+            raise ConfigError(f"{path}: rules #{earlier} and #{number} ('{rule.name}' on {rule.table}) are the same "
+                              "rule, declared twice", hint="remove one of them (rules are numbered from the top of "
+                                                           "the file)")
     declared = {t.name: t for t in tables.table}
     for rule in rules:
         table = declared.get(rule.table)

@@ -41,6 +41,8 @@ LINEAGE = ("_run_id", "_extracted_at", "_stream", "_page", "_op", "_deleted_at")
 VERSION = "_version"
 ROW = "_row"
 _UTC = pl.Datetime("us", "UTC")
+LINEAGE_SCHEMA: dict[str, pl.DataType] = {"_run_id": pl.String(), "_extracted_at": _UTC, "_stream": pl.String(),
+                                          "_page": pl.Int64(), "_op": pl.String(), "_deleted_at": _UTC}
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ class Lake:
         # Footers only: the union of every page's columns (rows pages first, so data columns lead).
         for path in sorted(files, key=lambda p: not p.name.startswith("rows-")):
             try:
-                found = pl.read_parquet_schema(path)
+                found = pl.scan_parquet(path, glob=False).collect_schema()
             except pl.exceptions.PolarsError as exc:
                 raise ConfigError(f"raw page {path} cannot be read ({str(exc).splitlines()[0]})",
                                   hint=READ_AGAIN) from None
@@ -147,7 +149,8 @@ class Lake:
                                         "aside and run `l2c extract` again for a fresh backfill")
         tail = [c for c in (VERSION, *LINEAGE) if c in schema]
         ordered = {name: schema[name] for name in [*(c for c in schema if c not in tail), *tail]}
-        return pl.scan_parquet([str(p) for p in files], schema=ordered, missing_columns="insert", row_index_name=ROW)
+        return pl.scan_parquet([str(p) for p in files], schema=ordered, missing_columns="insert", row_index_name=ROW,
+                               glob=False)
 
     def has_rows(self, table: str) -> bool:
         return bool(self.pages(table, ("rows",)))

@@ -186,6 +186,16 @@ def primary_ids(state_dir: Path) -> dict[str, str]:
         return {}
 
 
+def cached_attributes(state_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per table, its attributes from the metadata cache, however old (empty before the first run): what the
+    transform types a table with no landed row by."""
+    try:
+        tables = json.loads((state_dir / CACHE_FILE).read_text())["tables"]
+        return {name: list(meta["attributes"]) for name, meta in tables.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def user_local_dates(state_dir: Path) -> dict[str, tuple[str, ...]]:
     """Per table, from the metadata cache: its DateOnly-format columns whose behaviour is UserLocal (a value is
     the user's local midnight in UTC, so its UTC day can differ from the one entered)."""

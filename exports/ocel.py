@@ -72,8 +72,8 @@ def ocel_tables(settings: Settings) -> Ocel:
     if not versions:
         raise ConfigError(f"no object versions for an OCEL export in {settings.data_dir}",
                           hint="export with `l2c export` (it prepares them from the lake first)")
-    rows = {kind: pl.scan_parquet(path) for kind, path in versions.items()}
-    return build(pl.scan_parquet(event_log), users.lazy(), rows, load_tables(settings.tables_file))
+    rows = {kind: pl.scan_parquet(path, glob=False) for kind, path in versions.items()}
+    return build(pl.scan_parquet(event_log, glob=False), users.lazy(), rows, load_tables(settings.tables_file))
 
 
 def type_tables(types: Iterable[str]) -> dict[str, str]:

@@ -96,7 +96,7 @@ class _Known:
     def __init__(self, files: list[Path]) -> None:
         exported = pl.DataFrame(schema={"event_id": pl.String, "case_id": pl.String})
         if files:
-            exported = pl.scan_csv(files, infer_schema=False).select(
+            exported = pl.scan_csv(files, infer_schema=False, glob=False).select(
                 pl.col(EVENT_ID).alias("event_id"), pl.col(CASE_ID).alias("case_id")
             ).unique("event_id", keep="first", maintain_order=True).sort("event_id").collect()
         self.ids = exported.get_column("event_id")

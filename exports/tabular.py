@@ -85,7 +85,7 @@ def csv_frame(events: pl.LazyFrame) -> pl.LazyFrame:
 
 def check_precision(event_log: Path) -> int:
     """Warn (and return how many) when timestamps carry sub-millisecond digits the CSV and XES formats drop."""
-    finer = pl.scan_parquet(event_log).select(
+    finer = pl.scan_parquet(event_log, glob=False).select(
         pl.sum_horizontal((pl.col(column).dt.microsecond() % 1000 != 0).sum() for column in TIMES)
     ).collect().item()
     if finer:

@@ -73,8 +73,8 @@ def serve(args: argparse.Namespace) -> int:
     if unknown:
         kinds = "; ".join(f"{kind}: {what}" for kind, what in corrupt.KINDS.items())
         raise ConfigError(f"unknown --corrupt kind {', '.join(unknown)}", hint=f"the kinds are {kinds}")
-    if state.leads < 100:
-        raise ConfigError(f"--leads must be at least 100, got {state.leads}")
+    if 0 < state.leads < 100 or state.leads < 0:
+        raise ConfigError(f"--leads must be 0 (a new org without a lead) or at least 100, got {state.leads}")
     save_state(state_dir, state)
     options = SandboxOptions(
         port=args.port,

@@ -149,19 +149,20 @@ def _table_frame(table: Table, rows: list[tuple[Any, ...]], extra: tuple[str, ..
 
 
 def simulate(seed: int, leads: int, clock: datetime | None = None) -> OrgData:
-    """The org of `leads` leads a year, generated from `seed`, as it stands at `clock`."""
+    """The org of `leads` leads a year, generated from `seed`, as it stands at `clock`. With 0 leads: a new org,
+    its users, accounts and currencies and nothing else, however far the clock moves."""
     started = time.perf_counter()
-    if leads < 1:
-        raise ValueError(f"leads must be at least 1, got {leads}")
+    if leads < 0:
+        raise ValueError(f"leads must be at least 0, got {leads}")
     clock = clock or BASE_CLOCK
     if clock.tzinfo is None:
         clock = clock.replace(tzinfo=UTC)
     clk = math.floor(clock.timestamp())
     org = _Org(seed, leads)
-    planner = _Planner(org, clk, leads)
+    planner = _Planner(org, clk, max(leads, 1))
     # arrival i comes at or after HS + int(i * step): plan every i whose earliest time is not after the clock
-    n = max(0, math.floor((clk - _HS) / planner.step))
-    while _HS + int(n * planner.step) <= clk:
+    n = max(0, math.floor((clk - _HS) / planner.step)) if leads else 0
+    while leads and _HS + int(n * planner.step) <= clk:
         n += 1
     change_parts, truth_parts = [], []
     row_parts: list[list[pl.DataFrame]] = [[] for _ in _DYNAMIC]

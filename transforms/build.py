@@ -1,9 +1,12 @@
 """The transform's driver: the raw lake -> `event_log.parquet`, `cases.parquet` and the frames beside them.
 
 Reads the newest landed version of every record (deleted ones included: their events stay facts), the audit rows
-and details, runs the pure transforms, and writes each output by temp file + rename, so a reader never sees half
-a log and a killed transform leaves the previous one in place. A full build goes through the cases in parts of
-CASES_PER_PART, appending each part to the outputs, so the log is never held whole. Beside the log it writes, as
+and details, runs the pure transforms, and writes each output to a temp file that is verified (it reads back with
+the schema and rows written; the log's `event_id`s are unique) and left to the caller's `Staging`: the caller
+(sql/load.py) adds the database and publishes them all at once with the state (`publish`), so a reader never
+sees half a log, and a build that fails (a full disk: exit 6) or is killed leaves every previous output in
+place. A full build goes through the cases in parts of CASES_PER_PART, appending each part to the outputs, so
+the log is never held whole. Beside the log it writes, as
 frames of its generation (transforms/build_state.py), who did each event, the data-quality report
 (`quality_issues`) and the few object attributes the analysis views need (accounts, quotes, orders, invoices):
 sql/load.py loads all of them into `l2c.duckdb`.
@@ -12,8 +15,9 @@ Incremental: the transform remembers which landed pages its outputs cover (trans
 one reads only the records of the new pages, works out the cases they touch (transforms/incremental.py) and
 recomputes just those, streaming every other case's rows over from the previous files; the result equals a full
 rebuild, which happens when there is no usable state, the rules or the code changed, a covered page changed or
-vanished, an output is missing, or `--full` asks for it. With no new page and every output present it does
-nothing.
+vanished, an output is missing, damaged or replaced (its size or CRC-32 differs from the one recorded when it
+was published: transforms/build_state.py), or `--full` asks for it. With no new page and every output as it was
+published it does nothing.
 """
 
 from __future__ import annotations
@@ -28,17 +32,22 @@ import polars as pl
 from config.activities import Rule, load_activities
 from config.settings import Settings
 from config.tables import TablesConfig, load_tables
-from connector.lake import LINEAGE, READ_AGAIN, ROW, Lake
+from connector.lake import LINEAGE, LINEAGE_SCHEMA, READ_AGAIN, ROW, Lake
 from connector.lock import RunLock
-from connector.metadata import primary_ids, user_local_dates
+from connector.metadata import cached_attributes, primary_ids, user_local_dates
+from connector.rows import column_specs, polars_schema
 from connector.state import StateStore
 from ground.errors import ConfigError
 from ground.files import (
     OUTPUT_PARQUET,
     TEMP_SUFFIX,
     OutputParts,
+    Staging,
     atomic_write,
+    file_stamp,
+    machine_errors,
     make_dirs,
+    read_back,
     remove_temp_files,
     temp_beside,
     write_output,
@@ -54,7 +63,7 @@ from transforms.build_state import (
     touched_objects,
 )
 from transforms.cases import attribute_context, case_map, context_cases
-from transforms.eventlog import build
+from transforms.eventlog import build, unique_ids
 from transforms.events import OP_DELETE, events_from_audit
 from transforms.incremental import OBJECT, replace_cases, replace_objects, touched_cases
 from transforms.ocel import all_versions, object_types
@@ -88,13 +97,15 @@ class BuildResult:
     mode: str = "full"  # "full", "incremental", or "unchanged" (nothing new since the last build)
     recomputed: int = 0  # cases whose events were (re)computed
     reason: str = ""  # why a full build (when it was not asked for)
+    state: TransformState | None = None  # the build's state, to publish with its outputs (`publish`)
 
 
-def newest_versions(lake: Lake, table: str, pk: str) -> pl.LazyFrame:
-    """Every record's newest landed version, whether or not it was deleted later."""
-    rows = lake.scan(table)
+def newest_versions(lake: Lake, table: str, pk: str, empty: pl.Schema | None = None) -> pl.LazyFrame:
+    """Every record's newest landed version, whether or not it was deleted later; none, with the columns of
+    `empty`, when no row of the table has landed yet."""
     if not lake.has_rows(table):
-        return pl.LazyFrame(schema={pk: pl.Utf8})
+        return pl.LazyFrame(schema=empty or {pk: pl.Utf8})
+    rows = lake.scan(table)
     return (rows.filter(pl.col("_op") == "upsert").sort("_version", "_extracted_at", nulls_last=False)
             .unique(pk, keep="last", maintain_order=True))
 
@@ -140,13 +151,24 @@ def primary_keys(settings: Settings, tables: TablesConfig) -> dict[str, str]:
     return {t.name: known.get(t.name, f"{t.name}id") for t in tables.modelled}
 
 
+def unlanded(settings: Settings, tables: TablesConfig) -> dict[str, pl.Schema]:
+    """The columns a landed page of each modelled table has (its declared columns typed by the org's metadata,
+    then the lineage), from the extract's metadata cache: the records of a table no row has landed in yet (a new
+    org without a lead, an org without an opportunity) still have every column the transforms read."""
+    attributes = cached_attributes(StateStore(settings.data_dir).directory)
+    return {table.name: pl.Schema({**polars_schema(column_specs(attributes[table.name], table.columns)),
+                                   **LINEAGE_SCHEMA})
+            for table in tables.modelled if table.name in attributes}
+
+
 def read_lake(settings: Settings) -> LakeInputs:
     tables = load_tables(settings.tables_file)
     tables.model  # noqa: B018 - the transform needs the object model: a ConfigError that says so when absent
     rules = load_activities(settings.activity_map, tables)
     lake = Lake(settings.data_dir)
     keys = primary_keys(settings, tables)
-    records = {name: newest_versions(lake, name, pk) for name, pk in keys.items()}
+    empty = unlanded(settings, tables)
+    records = {name: newest_versions(lake, name, pk, empty.get(name)) for name, pk in keys.items()}
     # The columns the transforms read, chosen before the dedupe (which would otherwise compare whole rows).
     audit, details = (distinct(lake.scan(table).select(list(schema)), "auditid") if lake.has_rows(table)
                       else pl.LazyFrame(schema=schema)
@@ -171,8 +193,9 @@ def records_on_disk(inputs: LakeInputs, directory: Path) -> Iterator[LakeInputs]
     try:
         for name, frame in inputs.records.items():
             written.append(temp_beside(directory / f"records-{name}.parquet"))
-            frame.sink_parquet(written[-1], **OUTPUT_PARQUET)
-            inputs.records[name] = pl.scan_parquet(written[-1])
+            with machine_errors(directory, written[-1]):
+                frame.sink_parquet(written[-1], **OUTPUT_PARQUET)
+            inputs.records[name] = pl.scan_parquet(written[-1], glob=False)
         yield inputs
     finally:
         for path in written:
@@ -202,23 +225,40 @@ def _of(audit: pl.LazyFrame, key: str, objects: pl.LazyFrame | None, how: Among 
 
 
 def transform(settings: Settings, *, full: bool = False, cases_per_part: int = CASES_PER_PART) -> BuildResult:
-    """`build_outputs` under the data directory's run lock."""
-    with RunLock(settings.data_dir):
-        return build_outputs(settings, full=full, cases_per_part=cases_per_part)
+    """`build_outputs`, published, under the data directory's run lock (sql/load.py adds the database)."""
+    with RunLock(settings.data_dir), Staging() as staging:
+        result = build_outputs(settings, staging, full=full, cases_per_part=cases_per_part)
+        publish(result, staging)
+    return result
 
 
-def build_outputs(settings: Settings, *, full: bool = False, cases_per_part: int = CASES_PER_PART) -> BuildResult:
-    """Build (or bring up to date) the outputs; the caller holds the run lock. `full` ignores the previous build.
-    A full build works through `cases_per_part` cases at a time (see CASES_PER_PART)."""
+def build_outputs(settings: Settings, staging: Staging, *, full: bool = False,
+                  cases_per_part: int = CASES_PER_PART) -> BuildResult:
+    """Build (or bring up to date) the outputs, staged in `staging` (`publish` publishes them); the caller holds
+    the run lock. `full` ignores the previous build. A full build works through `cases_per_part` cases at a time
+    (see CASES_PER_PART)."""
     _remove_temp_files(settings.data_dir)
-    return _transform(settings, full, cases_per_part)
+    return _transform(settings, staging, full, cases_per_part)
+
+
+def publish(result: BuildResult, staging: Staging) -> None:
+    """Publish what the build staged (and the database sql/load.py staged beside it) with the build's state, in
+    one burst of renames, the state last; then drop the frames of older generations. Nothing to do when nothing
+    changed."""
+    state = result.state
+    assert state is not None
+    if result.mode == "unchanged" and not staging:
+        return
+    state.save(result.event_log.parent, staging)
+    staging.publish()
+    state.drop_older_generations(result.event_log.parent)
 
 
 def _result(data_dir: Path, state: TransformState, out: dict[str, Path], **how: str | int) -> BuildResult:
     return BuildResult(state.events, state.cases, state.orphans, out["event_log"], data_dir / DATABASE, out["cases"],
                        state.frame_path(data_dir, "event_users"),
                        {name: state.frame_path(data_dir, name) for name in state.tables}, dict(state.quality),
-                       **how)  # type: ignore[arg-type]
+                       state=state, **how)  # type: ignore[arg-type]
 
 
 def trusted_lake(data_dir: Path) -> None:
@@ -233,7 +273,8 @@ def trusted_lake(data_dir: Path) -> None:
                           "previous outputs are kept", hint=READ_AGAIN)
 
 
-def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_PART) -> BuildResult:
+def _transform(settings: Settings, staging: Staging, full: bool,
+               cases_per_part: int = CASES_PER_PART) -> BuildResult:
     data_dir = settings.data_dir
     out = {"event_log": data_dir / EVENT_LOG, "cases": data_dir / CASES}
     trusted_lake(data_dir)
@@ -242,7 +283,7 @@ def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_P
     pages = lake_pages(data_dir)
     found = "asked for (--full)" if full else TransformState.read(data_dir)
     previous = found if isinstance(found, TransformState) else None
-    reason = found if isinstance(found, str) else _why_full(found, stamp, pages, out)
+    reason = found if isinstance(found, str) else _why_full(found, stamp, pages, data_dir)
     generation = next_generation(data_dir)
     users_path = frame_path(data_dir, "event_users", generation)
     new = sorted(set(pages) - set(previous.pages)) if previous is not None and reason is None else None
@@ -253,12 +294,15 @@ def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_P
         cases_of = case_map(inputs.records, inputs.deleted_details, inputs.model, inputs.keys).collect()
         if previous is not None and new is not None:
             event_count, case_count, orphans, recomputed = _build_incremental(
-                inputs, cases_of, previous, touched_objects(data_dir, new, inputs.keys), out, users_path)
+                inputs, cases_of, previous, touched_objects(data_dir, new, inputs.keys), out, users_path, staging)
             mode = "incremental"
         else:
-            event_count, case_count, orphans = _build_full(inputs, cases_of, out, users_path, cases_per_part)
+            event_count, case_count, orphans = _build_full(inputs, cases_of, out, users_path, cases_per_part,
+                                                           staging)
             mode, recomputed = "full", case_count
-        issues = quality.quality_issues(pl.scan_parquet(out["event_log"]), inputs.records, orphans,
+        log = pl.scan_parquet(staging.at(out["event_log"]), glob=False)
+        unique_ids(log)
+        issues = quality.quality_issues(log, inputs.records, orphans,
                                         keys=inputs.keys, landed=inputs.landed, audit=inputs.audit,
                                         details=inputs.details, created_activities=inputs.created_activities,
                                         user_local_dates=user_local_dates(StateStore(data_dir).directory),
@@ -266,18 +310,24 @@ def _transform(settings: Settings, full: bool, cases_per_part: int = CASES_PER_P
         beside = {**analysis_tables(inputs.records, inputs.model), "quality_issues": issues}
     counts = quality.counts(issues)
     state = TransformState(fingerprint=stamp, pages=pages, generation=generation, events=event_count,
-                           cases=case_count, orphans=orphans.height, quality=counts, tables=sorted(beside))
-    state.save(data_dir, {"case_map": cases_of, "orphans": orphans, **beside})
+                           cases=case_count, orphans=orphans.height, quality=counts, tables=sorted(beside),
+                           outputs={})
+    state.write_frames(data_dir, {"case_map": cases_of, "orphans": orphans, **beside}, staging)
+    for path in out.values():
+        state.record(data_dir, path, file_stamp(staging.at(path)))
+    if previous is not None and reason is None and DATABASE in previous.outputs:  # checked above: sql/load.py
+        state.outputs[DATABASE] = previous.outputs[DATABASE]  # keeps it if these outputs are what it holds
     return _result(data_dir, state, out, mode=mode, recomputed=recomputed, reason=reason or "")
 
 
 def _build_full(inputs: LakeInputs, cases_of: pl.DataFrame, out: dict[str, Path], users_path: Path,
-                cases_per_part: int) -> tuple[int, int, pl.DataFrame]:
-    """Every case, part by part (`_parts`), streamed to the event log, the cases and the event users:
+                cases_per_part: int, staging: Staging) -> tuple[int, int, pl.DataFrame]:
+    """Every case, part by part (`_parts`), streamed to the event log, the cases and the event users (staged):
     (events, cases, orphan events)."""
     orphan_parts = []
-    with (OutputParts(out["event_log"]) as log_out, OutputParts(out["cases"]) as cases_out,
-          OutputParts(users_path) as users_out):
+    with (OutputParts(out["event_log"], staging=staging) as log_out,
+          OutputParts(out["cases"], staging=staging) as cases_out,
+          OutputParts(users_path, staging=staging) as users_out):
         for part, how in _parts(cases_of, cases_per_part):
             built = build(inputs.events(part, how), inputs.records, inputs.users(), cases_of.lazy(), inputs.model)
             log_out.write(built.log)
@@ -289,10 +339,10 @@ def _build_full(inputs: LakeInputs, cases_of: pl.DataFrame, out: dict[str, Path]
 
 
 def _build_incremental(inputs: LakeInputs, cases_of: pl.DataFrame, previous: TransformState,
-                       touched: pl.DataFrame, out: dict[str, Path],
-                       users_path: Path) -> tuple[int, int, pl.DataFrame, int]:
+                       touched: pl.DataFrame, out: dict[str, Path], users_path: Path,
+                       staging: Staging) -> tuple[int, int, pl.DataFrame, int]:
     """The cases that `touched` records (with new raw rows) touch, recomputed, and every other case's rows
-    streamed over from the previous files: (events, cases, orphan events, cases recomputed)."""
+    streamed over from the previous files (staged): (events, cases, orphan events, cases recomputed)."""
     data_dir = out["event_log"].parent
     context = touched.lazy().filter(pl.col("object_type").is_in(attribute_context(inputs.model)))
     cases, objects = touched_cases(touched.lazy(), previous.frame(data_dir, "case_map").lazy(), cases_of.lazy(),
@@ -302,10 +352,12 @@ def _build_incremental(inputs: LakeInputs, cases_of: pl.DataFrame, previous: Tra
     built = build(inputs.events(objects.lazy()), inputs.records, inputs.users(), cases_of.lazy(), inputs.model)
     strays = built.log.join(cases, on="case_id", how="anti")
     assert strays.is_empty(), f"recomputed events outside the touched cases: {strays.head(3)}"
-    event_count = _sink(replace_cases(pl.scan_parquet(out["event_log"]), built.log, cases), out["event_log"])
-    case_count = _sink(replace_cases(pl.scan_parquet(out["cases"]), built.cases, cases), out["cases"])
-    _sink(replace_cases(pl.scan_parquet(previous.frame_path(data_dir, "event_users")), built.users, cases),
-          users_path)
+    event_count = _sink(replace_cases(pl.scan_parquet(out["event_log"], glob=False), built.log, cases),
+                        out["event_log"], staging)
+    case_count = _sink(replace_cases(pl.scan_parquet(out["cases"], glob=False), built.cases, cases), out["cases"],
+                       staging)
+    _sink(replace_cases(pl.scan_parquet(previous.frame_path(data_dir, "event_users"), glob=False), built.users,
+                        cases), users_path, staging)
     orphans = replace_objects(previous.frame(data_dir, "orphans"), built.orphans, objects)
     return event_count, case_count, orphans, cases.height
 
@@ -328,23 +380,22 @@ def _parts(cases_of: pl.DataFrame, cases_per_part: int) -> Iterator[tuple[pl.Laz
     yield cased.filter(pl.col("case_id") < pl.lit(ids[starts[-1]])).select(OBJECT).collect().lazy(), "anti"
 
 
-def _sink(plan: pl.LazyFrame, path: Path) -> int:
-    """`plan` streamed to `path` as Parquet (OUTPUT_PARQUET), all or nothing; the rows written."""
-    atomic_write(path, lambda handle: plan.sink_parquet(handle, **OUTPUT_PARQUET))
-    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+def _sink(plan: pl.LazyFrame, path: Path, staging: Staging) -> int:
+    """`plan` streamed to `path` as Parquet (OUTPUT_PARQUET), all or nothing, staged once it reads back with the
+    plan's schema; the rows written."""
+    schema, rows = plan.collect_schema(), []
+    atomic_write(path, lambda handle: plan.sink_parquet(handle, **OUTPUT_PARQUET), staging=staging,
+                 verify=lambda temp: rows.append(read_back(temp, schema=schema)))
+    return rows[0]
 
 
-def _why_full(previous: TransformState, stamp: str, pages: dict[str, list[int]],
-              outputs: dict[str, Path]) -> str | None:
+def _why_full(previous: TransformState, stamp: str, pages: dict[str, list[int]], data_dir: Path) -> str | None:
     """Why the previous build cannot be brought up to date incrementally; None when it can."""
     if previous.fingerprint != stamp:
         return "the activity rules, table declarations or transform code changed"
     if any(pages.get(page) != seen for page, seen in previous.pages.items()):
         return "a landed page the previous build read has changed or vanished"
-    missing = [path.name for name, path in outputs.items() if name != "database" and not path.is_file()]
-    if missing:
-        return f"{', '.join(missing)} is missing"
-    return None
+    return previous.damaged(data_dir)
 
 
 def object_versions(settings: Settings) -> dict[str, Path]:

@@ -1,8 +1,9 @@
 """The event log: events joined to their cases, resources and case attributes, in CONTRACT.md's columns.
 
 `event_id` names the source fact (source/source row id/activity), so the same fact gets the same id on every
-run. Events whose record links to no case are kept out of the log and returned apart (orphans), for
-the data-quality report. Rows are sorted by case_id, timestamp, then activity and event_id for a stable order.
+run (two events never share one: `unique_ids` refuses a log where they do). Events whose record links to no
+case are kept out of the log and returned apart (orphans), for the data-quality report. Rows are sorted by
+case_id, timestamp, then activity and event_id for a stable order.
 """
 
 from __future__ import annotations
@@ -50,3 +51,17 @@ def build(events: pl.LazyFrame, records: dict[str, pl.LazyFrame], users: pl.Lazy
     acted = (placed.filter(pl.col("user_id").is_not_null()).select("case_id", "event_id", "user_id").unique()
              .sort("case_id", "event_id").collect())
     return EventLog(log, case_table, orphans, acted)
+
+
+def unique_ids(log: pl.LazyFrame) -> None:
+    """Refuse a log (before it is published) in which two events share an `event_id` (source/source row/activity:
+    unique by construction, so a duplicate is a bug). Counts the ids' 64-bit hashes first, as
+    transforms/build.py `distinct` does: only a log with a hash collision pays for comparing the texts."""
+    ids = log.select("event_id")
+    counts = ids.select(pl.col("event_id").hash().n_unique().alias("hashes"), pl.len().alias("rows")).collect()
+    if counts.item(0, "hashes") == counts.item(0, "rows"):
+        return
+    twice = ids.filter(pl.col("event_id").is_duplicated()).unique().sort("event_id").collect()
+    if twice.height:
+        raise RuntimeError(f"{twice.height} event ids occur more than once in the event log being built (e.g. "
+                           f"{twice.item(0, 0)}): it was not published; this is a bug")

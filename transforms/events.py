@@ -6,6 +6,8 @@ it satisfies) out, with the audit row's time and acting user (source = "audit").
 - action: the audit action code (24 Qualify, 44 Win, ...) on the rule's table;
 - changed: an Update whose new value of the column equals `to` (and the old one did not), or exceeds
   `above` (and differs from the old one: a second, larger discount is a second event).
+Two rules may share an activity name (e.g. a stage entered by either of two columns): an audit row both satisfy
+is one event, as its id (source/audit id/activity) says (`once`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,15 @@ def _events(rows: pl.LazyFrame, activity: pl.Expr) -> pl.LazyFrame:
     )
 
 
+def once(events: pl.LazyFrame, rules: list[Rule], identity: list[str]) -> pl.LazyFrame:
+    """`events`, made by `rules`, with each fact (`identity`: what its event id is made of) once. Only two rules
+    of one table sharing an activity name can give one fact twice (an audit row, a version both satisfy), so only
+    then is the frame deduplicated; the events of one fact are the same but for the rule that found it."""
+    if len({(rule.table, rule.name) for rule in rules}) == len(rules):
+        return events
+    return events.unique(identity, keep="first", maintain_order=True)
+
+
 def events_from_audit(audit: pl.LazyFrame, details: pl.LazyFrame, rules: list[Rule]) -> pl.LazyFrame:
     """One row per (audit row, matching rule); `details` has auditid, old_values, new_values.
 
@@ -92,9 +103,10 @@ def events_from_audit(audit: pl.LazyFrame, details: pl.LazyFrame, rules: list[Ru
     not one filter per rule. Only the Update rows of the tables that `changed` rules watch meet their details.
     """
     parts = []
-    keyed = (("operation", [(r.table, OP_CREATE if r.trigger == "created" else OP_DELETE, r.name)
-                            for r in rules if r.trigger in ("created", "deleted")]),
-             ("action", [(r.table, r.action, r.name) for r in rules if r.trigger == "action"]))
+    # Each (table, code, activity) once: two rules that differ elsewhere (an action's `snapshot`) are one entry.
+    keyed = (("operation", list(dict.fromkeys((r.table, OP_CREATE if r.trigger == "created" else OP_DELETE, r.name)
+                                              for r in rules if r.trigger in ("created", "deleted")))),
+             ("action", list(dict.fromkeys((r.table, r.action, r.name) for r in rules if r.trigger == "action"))))
     for key, entries in keyed:
         if entries:
             codes = pl.LazyFrame(entries, schema={"objecttypecode": pl.Utf8, key: pl.Int64, "activity": pl.Utf8},
@@ -114,4 +126,5 @@ def events_from_audit(audit: pl.LazyFrame, details: pl.LazyFrame, rules: list[Ru
             parts.extend(_events(rows.filter(_changed(rule).fill_null(False)), pl.lit(rule.name)) for rule in watched)
     if not parts:
         return pl.LazyFrame(schema=EVENT_SCHEMA)
-    return pl.concat(parts, how="vertical_relaxed").cast(EVENT_SCHEMA)  # type: ignore[arg-type]
+    events = pl.concat(parts, how="vertical_relaxed").cast(EVENT_SCHEMA)  # type: ignore[arg-type]
+    return once(events, rules, ["source_id", "activity"])

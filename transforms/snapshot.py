@@ -26,7 +26,7 @@ from typing import Literal
 import polars as pl
 
 from config.activities import Rule, Scalar
-from transforms.events import EVENT_SCHEMA
+from transforms.events import EVENT_SCHEMA, once
 
 UTC = pl.Datetime("us", "UTC")
 Among = Literal["semi", "anti"]  # a frame's rows of a set of records ("semi") or of every other record ("anti")
@@ -142,7 +142,8 @@ def _read_columns(names: list[str], pk: str, rules: list[Rule]) -> list[str]:
 def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule], keys: Mapping[str, str],
                           objects: pl.LazyFrame | None = None, how: Among = "semi") -> pl.LazyFrame:
     """FALLBACK_SCHEMA events (source "snapshot_diff") from every landed version of each rule's table (of
-    `objects` only, when given; of every other record with how="anti")."""
+    `objects` only, when given; of every other record with how="anti"); rules sharing an activity give a
+    version's event once."""
     parts = []
     for table, frame in history.items():
         table_rules = [r for r in rules if r.table == table]
@@ -178,7 +179,8 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule], k
                     pl.col("_previous_modified"), modified + CLOCK_SLACK)))
     if not parts:
         return pl.LazyFrame(schema=FALLBACK_SCHEMA)
-    return pl.concat(parts, how="vertical_relaxed").cast(FALLBACK_SCHEMA)  # type: ignore[arg-type]
+    events = pl.concat(parts, how="vertical_relaxed").cast(FALLBACK_SCHEMA)  # type: ignore[arg-type]
+    return once(events, rules, IDENTITY)
 
 
 def undated_deletions(history: dict[str, pl.LazyFrame], rules: list[Rule], keys: Mapping[str, str]) -> pl.LazyFrame:
@@ -205,7 +207,8 @@ def undated_deletions(history: dict[str, pl.LazyFrame], rules: list[Rule], keys:
 def events_from_record_dates(newest: dict[str, pl.LazyFrame], rules: list[Rule],
                              keys: Mapping[str, str]) -> pl.LazyFrame:
     """FALLBACK_SCHEMA events (source "record_dates"): per rule with `record_date`, one per record whose date is
-    set (and whose `record_when` holds), from each record's newest landed version; the creator for createdon."""
+    set (and whose `record_when` holds), from each record's newest landed version; the creator for createdon.
+    Rules of one table and activity dated by one column give a record's event once."""
     parts = []
     for rule in rules:
         frame = newest.get(rule.table)
@@ -230,7 +233,8 @@ def events_from_record_dates(newest: dict[str, pl.LazyFrame], rules: list[Rule],
             timestamp - DATE_SLACK, pl.lit(None, UTC))))
     if not parts:
         return pl.LazyFrame(schema=FALLBACK_SCHEMA)
-    return pl.concat(parts, how="vertical_relaxed").cast(FALLBACK_SCHEMA)  # type: ignore[arg-type]
+    events = pl.concat(parts, how="vertical_relaxed").cast(FALLBACK_SCHEMA)  # type: ignore[arg-type]
+    return once(events, rules, IDENTITY)
 
 
 def combine(audit: pl.LazyFrame, snapshot: pl.LazyFrame, record_dates: pl.LazyFrame) -> pl.LazyFrame:

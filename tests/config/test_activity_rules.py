@@ -59,6 +59,9 @@ def test_every_packaged_action_rule_has_a_snapshot_equivalent() -> None:
      "`record_when` needs `record_date` and `to`"),
     (RULE + 'trigger = "action"\naction = 4\nrecord_date = "closedon"\nrecord_when = { column = "colour", to = 1 }\n',
      "column colour is not among the declared"),
+    # the same rule twice (issue 24: exit 0 with hundreds of rows sharing an event_id), keys in another order
+    (RULE + 'trigger = "action"\naction = 4\n' + '[[activity]]\ntrigger = "action"\naction = 4\ntable = "quote"\n'
+     'name = "X"\n', "rules #1 and #2 ('X' on quote) are the same rule, declared twice"),
 ])
 def test_invalid_rules(tmp_path: Path, toml: str, message: str) -> None:
     path = tmp_path / "activities.toml"
@@ -67,3 +70,11 @@ def test_invalid_rules(tmp_path: Path, toml: str, message: str) -> None:
         load_activities(path, load_tables())
     assert message in str(caught.value), str(caught.value)
     assert caught.value.exit_code == 2
+
+
+def test_different_rules_may_share_an_activity_name(tmp_path: Path) -> None:
+    path = tmp_path / "activities.toml"
+    path.write_text(RULE + 'trigger = "action"\naction = 4\n' + RULE + 'trigger = "changed"\ncolumn = "statecode"\n'
+                    'to = 1\n' + RULE.replace("quote", "salesorder") + 'trigger = "action"\naction = 4\n')
+    assert [(rule.name, rule.table, rule.trigger) for rule in load_activities(path, load_tables())] == [
+        ("X", "quote", "action"), ("X", "quote", "changed"), ("X", "salesorder", "action")]

@@ -1,11 +1,15 @@
 """ground/files.py: durable all-or-nothing writes. A write is complete or absent: the previous file stays until
-the new one is whole and fsynced, and an interrupted write leaves no temp file behind (a killed process's temp
-files are removed by `remove_temp_files`; tests/connector/test_lake.py kills real writers mid-way)."""
+the new one is whole, fsynced and verified, and an interrupted write leaves no temp file behind (a killed
+process's temp files are removed by `remove_temp_files`; tests/connector/test_lake.py kills real writers mid-way).
+Staged files are published together or not at all; a foreign writer's error about the machine becomes the OSError
+it stands for (tests/reliability/test_outputs.py fills a real disk)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import zlib
 from pathlib import Path
 
 import polars as pl
@@ -14,12 +18,17 @@ import pytest
 from ground.files import (
     TEMP_SUFFIX,
     OutputParts,
+    Staging,
     atomic_write,
+    file_stamp,
+    machine_error,
     make_dirs,
     publish_file,
+    read_back,
     remove_temp_files,
     safe_name,
     temp_beside,
+    write_output,
 )
 
 
@@ -99,3 +108,68 @@ def test_output_parts_interrupted_leave_the_previous_file(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="no frame was written"), OutputParts(tmp_path / "never.parquet"):
         pass
     assert [p.name for p in tmp_path.iterdir()] == ["log.parquet"]
+
+
+# --- verified, staged, stamped --------------------------------------------------------------------------------
+
+def test_a_write_that_does_not_verify_is_not_published(tmp_path: Path) -> None:
+    path = tmp_path / "cases.parquet"
+    pl.DataFrame({"case_id": ["old"]}).write_parquet(path)
+    frame = pl.DataFrame({"case_id": ["a", "b"]})
+    with pytest.raises(RuntimeError, match=r"was written but it holds 2 rows, 3 were written: not published"):
+        atomic_write(path, lambda handle: frame.write_parquet(handle), verify=lambda temp: read_back(temp, rows=3))
+    with pytest.raises(RuntimeError, match=r"it does not read back"):  # a writer that left no Parquet footer
+        atomic_write(path, lambda handle: handle.write(b"PAR1 and then nothing"), verify=read_back)
+    assert pl.read_parquet(path).get_column("case_id").to_list() == ["old"]
+    assert [p.name for p in tmp_path.iterdir()] == ["cases.parquet"]
+    assert read_back(write_output(frame, path), rows=2, schema=frame.schema) == 2
+
+
+def test_staged_files_are_published_together_or_not_at_all(tmp_path: Path) -> None:
+    log, cases = tmp_path / "log.parquet", tmp_path / "cases.parquet"
+    for path in (log, cases):
+        pl.DataFrame({"v": ["old"]}).write_parquet(path)
+    with Staging() as staging:
+        write_output(pl.DataFrame({"v": ["new"]}), log, staging=staging)
+        with OutputParts(cases, staging=staging) as parts:
+            parts.write(pl.DataFrame({"v": ["new"]}))
+        assert log in staging and len(staging) == 2
+        assert pl.read_parquet(log).item() == "old" and pl.read_parquet(staging.at(cases)).item() == "new"
+    # Left without publishing (an error, a signal): the previous files, no temp file.
+    assert [pl.read_parquet(p).item() for p in (log, cases)] == ["old", "old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.parquet", "log.parquet"]
+    with Staging() as staging:
+        atomic_write(log, lambda handle: pl.DataFrame({"v": ["new"]}).write_parquet(handle), staging=staging)
+        write_output(pl.DataFrame({"v": ["new"]}), cases, staging=staging)
+        staging.publish()
+        assert not staging and staging.at(log) == log
+    assert [pl.read_parquet(p).item() for p in (log, cases)] == ["new", "new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.parquet", "log.parquet"]
+
+
+def test_file_stamp_is_the_size_and_crc32_of_the_content(tmp_path: Path) -> None:
+    path = tmp_path / "x"
+    content = os.urandom(3 * (1 << 20) + 17)  # more than one read
+    path.write_bytes(content)
+    assert file_stamp(path) == [len(content), zlib.crc32(content)]
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (pl.exceptions.ComputeError("parquet: File out of specification: underlying IO error: No space left on device "
+                                "(os error 28)"), errno.ENOSPC),
+    (RuntimeError('IO Error: Could not write file "/x/.l2c.duckdb.1.a.tmp": Read-only file system'), errno.EROFS),
+    (RuntimeError('FATAL Error: Failed to create checkpoint because of error: Could not write file "/x": '
+                  "Disk quota exceeded"), errno.EDQUOT),
+    (OSError(errno.EACCES, "Permission denied"), errno.EACCES),
+    (pl.exceptions.ComputeError("unable to find column 'x'"), None),
+    (OSError(errno.EBADF, "Bad file descriptor"), None),
+    (KeyboardInterrupt(), None),
+])
+def test_a_foreign_writers_error_about_the_machine_is_the_os_error_it_stands_for(
+        tmp_path: Path, error: BaseException, code: int | None) -> None:
+    path = tmp_path / "l2c.duckdb"
+    found = machine_error(error, path)
+    if code is None:
+        assert found is None
+    else:
+        assert found is not None and (found.errno, found.filename) == (code, str(path))

@@ -55,6 +55,8 @@ def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
 TABLES_TOML = resources.files("config").joinpath("tables.toml").read_text("utf-8")
 ACTIVITIES_TOML = resources.files("config").joinpath("activities.toml").read_text("utf-8")
 FROB_RULE = '\n[[activity]]\nname = "Frob"\ntable = "frobnicate"\ntrigger = "created"\n'
+QUOTE_CREATED = ('\n[[activity]]\nname = "Quote Created"\ntable = "quote"\ntrigger = "created"\n'
+                 'record_date = "createdon"\n')  # the packaged rule #13, a second time
 CONTRACT_RULE = ('\n[[activity]]\nname = "Contract Signed"\ntable = "opportunity"\ntrigger = "changed"\n'
                  'column = "new_contractsigned"\nto = true\n')
 
@@ -94,6 +96,9 @@ BAD_CONFIGS = [
     pytest.param({"activities.toml": ACTIVITIES_TOML + FROB_RULE}, {"L2C_ACTIVITY_MAP": "activities.toml"},
                  "run", "rule 'Frob': table frobnicate is not declared", "declare it",
                  id="run-activities-unknown-table"),
+    pytest.param({"activities.toml": ACTIVITIES_TOML + QUOTE_CREATED}, {"L2C_ACTIVITY_MAP": "activities.toml"},
+                 "run", "rules #13 and #30 ('Quote Created' on quote) are the same rule, declared twice",
+                 "remove one of them", id="run-activities-same-rule-twice"),
 ]
 
 

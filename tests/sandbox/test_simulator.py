@@ -133,6 +133,17 @@ def test_nothing_after_the_clock_is_visible() -> None:
     assert early.rows["account"].height == o.rows["account"].height
 
 
+def test_an_org_of_0_leads_is_a_new_environment_that_stays_empty() -> None:
+    for clock in (BASE_CLOCK, BASE_CLOCK + timedelta(days=30)):
+        empty = simulate(42, 0, clock)
+        assert {name for name, frame in empty.rows.items() if frame.height} == {
+            "transactioncurrency", "systemuser", "account"}
+        assert empty.truth.is_empty() and empty.deleted.is_empty()
+        assert empty.rows["lead"].columns == simulate(42, 300).rows["lead"].columns
+    with pytest.raises(ValueError, match="leads must be at least 0"):
+        simulate(42, -1)
+
+
 # --- contract shape ---------------------------------------------------------------------------------------
 
 def test_frames_have_the_contract_columns_and_dtypes(org: OrgData) -> None:
@@ -430,7 +441,3 @@ def test_users_and_static_records(org: OrgData) -> None:
     assert people.filter(pl.col("title") == "Sales Representative").height == 6  # max(6, leads / 400)
     assert people.filter(pl.col("title") == "Sales Manager").height == 4
 
-
-def test_rejects_an_empty_org() -> None:
-    with pytest.raises(ValueError, match="leads"):
-        simulate(1, 0)

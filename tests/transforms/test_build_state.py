@@ -19,7 +19,7 @@ from transforms.outputs import state_dir
 FIXTURES = sorted((Path(__file__).parents[1] / "connector" / "state_fixtures").glob("*/transform/state.json"))
 STATE = TransformState(fingerprint="ab12", pages={"raw/lead/sync-1/rows-000001.parquet": [1234, 1709283600000000000]},
                        generation=3, events=10, cases=4, orphans=1, quality={"orphan_record": 1},
-                       tables=["quality_issues"])
+                       tables=["quality_issues"], outputs={"event_log.parquet": [2345, 3735928559]})
 
 
 def _frames(data_dir: Path, generation: int) -> None:
@@ -31,7 +31,7 @@ def _frames(data_dir: Path, generation: int) -> None:
 
 def test_round_trip(tmp_path: Path) -> None:
     _frames(tmp_path, STATE.generation)
-    STATE.save(tmp_path, {})
+    STATE.save(tmp_path)
     assert TransformState.load(tmp_path) == STATE
     written = (state_dir(tmp_path) / "state.json").read_text()
     assert written == json.dumps({**STATE.model_dump(), "format": FORMAT}, indent=1, sort_keys=True)
@@ -39,7 +39,8 @@ def test_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.parents[1].name)
 def test_a_state_of_the_previous_format_is_the_reason_of_a_full_build(tmp_path: Path, fixture: Path) -> None:
-    """The fixtures (format 2) predate the database tables a state names (format 3): a full build, saying why."""
+    """The fixtures (format 2) predate the database tables a state names (format 3) and the outputs' stamps
+    (format 4): a full build, saying why."""
     state_dir(tmp_path).mkdir(parents=True)
     shutil.copyfile(fixture, state_dir(tmp_path) / "state.json")
     _frames(tmp_path, json.loads(fixture.read_text())["generation"])
@@ -74,6 +75,12 @@ FIELDS: list[tuple[str, Any, str]] = [
                                   "equal to 0"),
     ("tables", DROP, "{unusable}: missing field tables"),
     ("tables", "quality_issues", "{unusable}: bad value in tables: Input should be a valid list"),
+    ("outputs", DROP, "{unusable}: missing field outputs"),
+    ("outputs", ["event_log.parquet"], "{unusable}: bad value in outputs: Input should be a valid dictionary"),
+    ("outputs/event_log.parquet", [2345], "{unusable}: bad value in outputs.event_log.parquet: List should have at "
+                                          "least 2 items after validation, not 1"),
+    ("outputs/event_log.parquet", [2345, -1], "{unusable}: bad value in outputs.event_log.parquet.1: Input should "
+                                              "be greater than or equal to 0"),
     ("parts", 2, "{unusable}: unknown field parts"),
 ]
 
@@ -106,8 +113,24 @@ def test_no_state_or_no_json(tmp_path: Path, content: str | None, reason: str) -
     assert TransformState.read(tmp_path) == reason.format(unusable=f"the previous build's state {path} is unusable")
 
 
-def test_missing_frames(tmp_path: Path) -> None:
+def test_outputs_missing_damaged_or_replaced_since_they_were_published(tmp_path: Path) -> None:
     _frames(tmp_path, STATE.generation)
-    STATE.save(tmp_path, {})
-    frame_path(tmp_path, "orphans", STATE.generation).unlink()
-    assert TransformState.read(tmp_path) == "the previous build's frames orphans are missing"
+    state = STATE.model_copy(deep=True)
+    state.outputs.clear()
+    for name in (*FRAMES, *state.tables):
+        state.record(tmp_path, frame_path(tmp_path, name, state.generation))
+    log = tmp_path / "event_log.parquet"
+    pl.DataFrame({"x": [1, 2, 3]}).write_parquet(log)
+    state.record(tmp_path, log)
+    state.save(tmp_path)
+    assert TransformState.read(tmp_path) == state and state.damaged(tmp_path) is None
+    frame_path(tmp_path, "orphans", state.generation).unlink()
+    data = bytearray(log.read_bytes())
+    data[len(data) // 2] ^= 1
+    log.write_bytes(bytes(data))  # the same size, one bit changed
+    case_map = frame_path(tmp_path, "case_map", state.generation)
+    case_map.write_bytes(case_map.read_bytes() + b"\n")
+    assert state.damaged(tmp_path) == (
+        "event_log.parquet was damaged or replaced (its checksum changed since l2c published it); "
+        f"state/transform/{case_map.name} was damaged or replaced ({case_map.stat().st_size} bytes, "
+        f"{case_map.stat().st_size - 1} when l2c published it); state/transform/orphans-000003.parquet is missing")

@@ -117,15 +117,16 @@ def test_a_transform_killed_before_its_state_is_redone_by_the_next(
         with monkeypatch.context() as patch:
             def killed(*args: object, **kwargs: object) -> None:
                 raise KeyboardInterrupt
-            if fails_in == "state":  # outputs written, state not
+            if fails_in == "state":  # outputs and database staged, state not
                 patch.setattr(build_state.TransformState, "save", killed)
-            else:  # the outputs and the state written, the database not
+            else:  # the outputs staged, the database not
                 patch.setattr("sql.load.load", killed)
             with pytest.raises(KeyboardInterrupt):
                 transform(settings)
+        # Nothing was published (the outputs, the database and the state go together): the build is done again.
+        assert not list(settings.data_dir.glob(".*.tmp"))
         redone = transform(settings)
-        # A build killed before its state is done again; one killed after it only loads the database again.
-        assert redone.mode == ("incremental" if fails_in == "state" else "unchanged")
+        assert redone.mode == "incremental"
         assert_same(outputs(settings.data_dir), full_rebuild(sb, settings.data_dir, tmp_path / "full"))
 
 
