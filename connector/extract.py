@@ -4,7 +4,10 @@ Order of a run: take the data directory's lock (a second run exits 5), read and 
 read the org's metadata (cached), then sync the tables side by side and the audit history beside them;
 each stream lands its pages and moves its own state, so a failure in one table neither stops nor corrupts
 the others. The run manifest (`runs/<run_id>.json`) records what happened per table; the run's exit status
-is the worst of its tables'.
+is the worst of its tables', and a failed run's manifest keeps the line it ended with. An OSError about the
+machine (disk full, read-only, another user's files: ground.errors.local_error) is a stream's or the run's
+LocalEnvironmentError like any other error, exit 6; saving the manifest is then best effort, since the same disk
+may refuse it too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from config.activities import detail_columns, load_activities
@@ -26,7 +30,7 @@ from connector.lake import Lake
 from connector.lock import RunLock
 from connector.state import RunManifest, StateStore
 from connector.sync import SyncContext, TableResult, sync_table
-from ground.errors import ConfigError, L2CError
+from ground.errors import ConfigError, L2CError, LocalEnvironmentError, local_error
 
 log = logging.getLogger("l2c.extract")
 
@@ -43,6 +47,29 @@ class ExtractResult:
     @property
     def exit_code(self) -> int:
         return max((e.exit_code for e in self.errors.values()), default=0)
+
+    def error_lines(self) -> list[str]:
+        """One line per error, naming its stream ("run": the whole run). The machine refusing several streams
+        (a full disk stops them all) is said once, with the other streams named."""
+        return list(self._lines().values())
+
+    @property
+    def failure(self) -> str | None:
+        """The line that explains the exit code: the first error of the worst kind (for the manifest)."""
+        lines = self._lines()
+        return next((lines[name] for name, error in self.errors.items()
+                     if error.exit_code == self.exit_code and name in lines), None)
+
+    def _lines(self) -> dict[str, str]:
+        local = [name for name, error in self.errors.items() if isinstance(error, LocalEnvironmentError)]
+        lines = {}
+        for name, error in self.errors.items():
+            if name in local[1:]:
+                continue
+            lines[name] = f"{'' if name == 'run' else name + ': '}{error}"
+            if name in local[:1] and len(local) > 1:
+                lines[name] += f" (the same stopped {', '.join(local[1:])})"
+        return lines
 
     @property
     def notes(self) -> list[str]:
@@ -101,11 +128,28 @@ def extract(settings: Settings, *, progress: Any = None) -> ExtractResult:
                         result.tables[name] = outcome
         except L2CError as exc:
             result.errors["run"] = exc
+        except OSError as exc:  # e.g. the metadata cache could not be written
+            result.errors["run"] = _local(exc, data_dir)
         result.seconds = time.perf_counter() - started
         result.requests = with_total(client.stats() if client else {})
         _fill(manifest, result)
-        manifest.save(data_dir)
+        try:
+            manifest.save(data_dir)
+        except OSError as exc:  # best effort when the run already failed: its own line says why
+            unsaved = _local(exc, data_dir)
+            if not result.errors:  # the data is complete, but this run's record is not: say so, exit 6
+                result.errors["run"] = unsaved
+            log.debug("run manifest not saved: %s", unsaved)
     return result
+
+
+def _local(exc: OSError, data_dir: Path) -> LocalEnvironmentError:
+    """The machine's refusal as our error (files of another user in the data directory: give it back whole); any
+    other OSError is a bug and goes on up."""
+    local = local_error(exc, tree=data_dir)
+    if local is None:
+        raise exc
+    return local
 
 
 def _guarded(states: StateStore, name: str, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -116,13 +160,17 @@ def _guarded(states: StateStore, name: str, func: Any, *args: Any, **kwargs: Any
         progress.start(name)
     try:
         outcome = func(*args, **kwargs)
-    except L2CError as exc:
-        state = states.load(name)
-        state.last_error = str(exc)
-        states.save(state)
+    except (L2CError, OSError) as exc:
+        error = _local(exc, states.directory.parent) if isinstance(exc, OSError) else exc
+        try:
+            state = states.load(name)
+            state.last_error = str(error)
+            states.save(state)
+        except (OSError, LocalEnvironmentError):  # the state folder may be what refuses (full, read-only, foreign)
+            log.debug("%s: last error not saved in its state", name)
         if progress is not None:
-            progress.fail(name, exc)
-        return exc
+            progress.fail(name, error)
+        return error
     if progress is not None:
         progress.done(name, outcome)
     return outcome
@@ -157,4 +205,4 @@ def _fill(manifest: RunManifest, result: ExtractResult) -> None:
     summary = manifest.table("requests")
     summary.requests, summary.retries = int(total.get("requests", 0)), int(total.get("retries", 0))
     summary.throttled, summary.seconds = int(total.get("429s", 0)), round(result.seconds, 3)
-    manifest.finish(result.exit_code)
+    manifest.finish(result.exit_code, error=result.failure)

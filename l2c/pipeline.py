@@ -48,8 +48,8 @@ def extract_only(args: argparse.Namespace) -> int:
     print(summary(result), flush=True)
     for note in result.notes:
         print(f"note: {note}", flush=True)
-    for name, error in result.errors.items():  # "run": an error of the whole run, not of one table
-        print(f"l2c: error: {'' if name == 'run' else name + ': '}{error}", file=sys.stderr, flush=True)
+    for line in result.error_lines():
+        print(f"l2c: error: {line}", file=sys.stderr, flush=True)
     return result.exit_code
 
 
