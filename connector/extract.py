@@ -68,7 +68,7 @@ class ExtractResult:
                 continue
             lines[name] = f"{'' if name == 'run' else name + ': '}{error}"
             if name in local[:1] and len(local) > 1:
-                lines[name] += f" (the same stopped {', '.join(local[1:])})"
+                lines[name] += f" (this also stopped {', '.join(local[1:])})"
         return lines
 
     @property
