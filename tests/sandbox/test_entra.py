@@ -14,7 +14,7 @@ import jwt
 import msal
 import pytest
 import requests
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sandbox.entra import AppRegistration, AppRegistry, Entra, InvalidToken
@@ -404,6 +404,10 @@ def test_any_malformed_form_is_refused_as_entra_refuses_never_a_500(body: bytes)
 
 @settings(max_examples=40, deadline=None)
 @given(st.dictionaries(st.sampled_from(["aud", "iss", "sub", "exp", "nbf", "iat"]), CLAIM, min_size=1))
+# Each was a 500: an `exp` far out of the platform's time range, a `nbf` that is no number, an `aud` list of objects.
+@example({"exp": -6.776804060974081e16})
+@example({"exp": 4_102_444_800, "nbf": "yesterday"})
+@example({"exp": 4_102_444_800, "aud": [{"a": 1}]})
 def test_an_assertion_with_claims_of_any_type_is_refused_never_a_500(claims: dict[str, Any]) -> None:
     from cryptography.hazmat.primitives import serialization
 
