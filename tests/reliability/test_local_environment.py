@@ -140,7 +140,7 @@ def assert_recorded(l2c: Cli, data: Path, *needles: str) -> None:
     assert all(needle in last for needle in needles), last
 
 
-@pytest.mark.parametrize("size", ["40k", "160k", "440k"])
+@pytest.mark.parametrize("size", ["40k", "160k", "440k", "760k"])
 def test_a_disk_that_fills_during_the_extract_exits_6_and_the_next_run_equals_a_clean_one(
         org: Org, l2c: Cli, machine: Machine, size: str) -> None:
     data = machine.tmpfs(size)
