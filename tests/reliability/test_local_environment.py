@@ -208,8 +208,7 @@ def service_home(org: Org) -> Iterator[Path]:
     """A folder of the service user SERVICE_UID, which can run l2c (needs root and setpriv)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         unavailable("running l2c as another uid needs root and setpriv")
-    home = org.shared / f"service-{os.getpid()}"
-    home.mkdir()
+    home = Path(tempfile.mkdtemp(prefix="service-", dir=org.shared))
     os.chown(home, SERVICE_UID, SERVICE_UID)
     probe = subprocess.run(["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
                             sys.executable, "-c", "import l2c"], capture_output=True, text=True, cwd=home)
