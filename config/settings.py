@@ -1,15 +1,27 @@
-"""The one Settings class: environment, then `.env`, then defaults (CONTRACT.md, Configuration)."""
+"""The one Settings class: environment, then `.env`, then defaults (CONTRACT.md, Configuration).
+
+`.env` is read by `DotEnvFile`, in time linear in its size: python-dotenv's parser, then `${VAR}` references
+resolved against the lines above and the environment as python-dotenv does, but with one lookup per reference
+(python-dotenv copies every value read so far for each line, and pydantic-settings' own .env source walks every
+field for each unknown name: a 150k-line file took minutes). A line that does not parse is an error naming the
+line, never skipped.
+"""
 
 from __future__ import annotations
 
+import os
+from collections import ChainMap
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
+from dotenv.variables import parse_variables
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import DotEnvSettingsSource
 
 from ground.errors import ConfigError
 
@@ -17,8 +29,13 @@ MAX_PAGE_SIZE = 5000  # Dataverse's cap on odata.maxpagesize
 MAX_CONCURRENCY = 52  # Dataverse's per-user concurrent request limit
 
 
+ENV_FILE = Path(".env")
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # env_file=(): pydantic-settings' own .env source reads no file (DotEnvFile reads it, see the module docstring),
+    # while `Settings(_env_file=None)` still says "no .env" and `_env_file=PATH` names another one.
+    model_config = SettingsConfigDict(env_file=(), env_file_encoding="utf-8", extra="ignore")
 
     dataverse_url: str | None = Field(default=None, validation_alias="DATAVERSE_URL")
     azure_tenant_id: str | None = Field(default=None, validation_alias="AZURE_TENANT_ID")
@@ -58,7 +75,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The one priority order: explicit arguments, process environment, .env, defaults.
-        return (init_settings, env_settings, dotenv_settings)
+        assert isinstance(dotenv_settings, DotEnvSettingsSource)
+        chosen = dotenv_settings.env_file
+        env_file = ENV_FILE if chosen == () else Path(chosen) if isinstance(chosen, str | os.PathLike) else None
+        return (init_settings, env_settings, DotEnvFile(settings_cls, env_file))
 
     @field_validator("dataverse_url", "azure_authority_host")
     @classmethod
@@ -87,9 +107,6 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment and `.env`, or ConfigError naming the variable (secrets masked)."""
-    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
-    if isinstance(env_file, str | Path):
-        _check_env_file(Path(env_file))
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -101,16 +118,41 @@ def load_settings(**overrides: Any) -> Settings:
         ) from None
 
 
-def _check_env_file(path: Path) -> None:
-    """python-dotenv skips a line it cannot parse with a log warning only, and the setting on it silently falls
-    back to its default; name the line instead (never its text: it may hold a secret)."""
-    if not path.is_file():
-        return
+class DotEnvFile(EnvSettingsSource):
+    """The settings a `.env` file holds (none when `path` is None or not a file), read once, linearly."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        self.path = path
+        super().__init__(settings_cls)  # reads the file through _load_env_vars
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        if self.path is None or not self.path.is_file():
+            return {}
+        values = read_env_file(self.path)
+        return {(k if self.case_sensitive else k.lower()): v for k, v in values.items()
+                if not (self.env_ignore_empty and v == "")}
+
+
+def read_env_file(path: Path) -> dict[str, str | None]:
+    """NAME -> value of every line of a `.env` file, `${NAME}` and `${NAME:-default}` resolved as python-dotenv
+    resolves them (the lines above first, then the environment); ConfigError naming a line that does not parse
+    (never its text: it may hold a secret)."""
     try:
         with path.open(encoding="utf-8") as stream:
-            broken = [b.original.line for b in parse_stream(stream) if b.error]
+            bindings = list(parse_stream(stream))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", hint="save it as UTF-8 text of NAME=value lines") from None
+    broken = [b.original.line for b in bindings if b.error]
     if broken:
         raise ConfigError(f"{path}: line {', '.join(map(str, broken))} is not NAME=value",
                           hint="fix or remove it (see README, Configuration)")
+    values: dict[str, str | None] = {}
+    lookup = ChainMap[str, str | None](values, os.environ)  # type: ignore[arg-type]
+    for binding in bindings:
+        if binding.key is None:
+            continue
+        if binding.value is None:
+            values[binding.key] = None
+        else:
+            values[binding.key] = "".join(atom.resolve(lookup) for atom in parse_variables(binding.value))
+    return values

@@ -34,6 +34,9 @@ AADSTS_HINTS = {
              "the app registration exists in that tenant"),
     700027: ("the certificate assertion was rejected", "upload the certificate of AZURE_CLIENT_CERTIFICATE_PATH "
              "to the app registration"),
+    # The signed assertion is valid 10 minutes from this machine's clock: Entra refuses it when that clock is off.
+    700024: ("the certificate assertion is outside its valid time range", "check this machine's clock (it must be "
+             "right within 5 minutes: e.g. `timedatectl` shows 'System clock synchronized: yes')"),
     90002: ("the tenant was not found", "check AZURE_TENANT_ID"),
     70011: ("the scope is invalid", "check DATAVERSE_URL: the scope is <DATAVERSE_URL>/.default"),
     500011: ("the Dataverse resource was not found in the tenant", "check DATAVERSE_URL"),

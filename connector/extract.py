@@ -4,17 +4,21 @@ Order of a run: take the data directory's lock (a second run exits 5), read and 
 read the org's metadata (cached), then sync the tables side by side and the audit history beside them;
 each stream lands its pages and moves its own state, so a failure in one table neither stops nor corrupts
 the others. The run manifest (`runs/<run_id>.json`) records what happened per table; the run's exit status
-is the worst of its tables'.
+is the worst of its tables', and a failed run's manifest keeps the line it ended with. An OSError about the
+machine (disk full, read-only, another user's files: ground.errors.local_error) is a stream's or the run's
+LocalEnvironmentError like any other error, exit 6; saving the manifest is then best effort, since the same disk
+may refuse it too.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from config.activities import detail_columns, load_activities
@@ -29,7 +33,7 @@ from connector.lock import RunLock
 from connector.state import RunManifest, StateStore
 from connector.sync import SyncContext, TableResult, read_again, sync_table
 from ground import stop
-from ground.errors import ConfigError, L2CError
+from ground.errors import ConfigError, L2CError, LocalEnvironmentError, local_error
 from ground.stop import Interrupted
 
 log = logging.getLogger("l2c.extract")
@@ -50,6 +54,29 @@ class ExtractResult:
     def exit_code(self) -> int:
         return max((e.exit_code for e in self.errors.values()), default=0)
 
+    def error_lines(self) -> list[str]:
+        """One line per error, naming its stream ("run": the whole run). The machine refusing several streams
+        (a full disk stops them all) is said once, with the other streams named."""
+        return list(self._lines().values())
+
+    @property
+    def failure(self) -> str | None:
+        """The line that explains the exit code: the first error of the worst kind (for the manifest)."""
+        lines = self._lines()
+        return next((lines[name] for name, error in self.errors.items()
+                     if error.exit_code == self.exit_code and name in lines), None)
+
+    def _lines(self) -> dict[str, str]:
+        local = [name for name, error in self.errors.items() if isinstance(error, LocalEnvironmentError)]
+        lines = {}
+        for name, error in self.errors.items():
+            if name in local[1:]:
+                continue
+            lines[name] = f"{'' if name == 'run' else name + ': '}{error}"
+            if name in local[:1] and len(local) > 1:
+                lines[name] += f" (this also stopped {', '.join(local[1:])})"
+        return lines
+
     @property
     def notes(self) -> list[str]:
         out = [f"{damage}: {done}" for damage, done in self.damaged]
@@ -59,10 +86,12 @@ class ExtractResult:
         return out
 
 
-def extract(settings: Settings, *, progress: Any = None, expected: Collection[str] = ()) -> ExtractResult:
-    """Run the extract; `expected` names landed pages (relative to the data directory) that must still be there,
-    e.g. those the last transform read. Raises Interrupted (ground/stop.py) when a signal stopped it, once its
-    streams have stopped between two pages, its manifest says so and its lock is free."""
+def extract(settings: Settings, *, progress: Any = None,
+            expected: Callable[[], Collection[str]] = tuple) -> ExtractResult:
+    """Run the extract; `expected()` names landed pages (relative to the data directory) that must still be
+    there, e.g. those the last transform read (asked under the lock, once the manifest records the run). Raises
+    Interrupted (ground/stop.py) when a signal stopped it, once its streams have stopped between two pages, its
+    manifest says so and its lock is free."""
     data_dir = settings.data_dir
     tables = load_tables(settings.tables_file)  # validated whole before any request
     try:  # the rules say which audit rows' old/new values to fetch
@@ -80,9 +109,9 @@ def extract(settings: Settings, *, progress: Any = None, expected: Collection[st
         lake.cleanup()  # temp files a killed run left behind (we hold the lock)
         states.cleanup()
         manifest.save(data_dir)  # a killed run still leaves its record
-        result.damaged = _read_damaged_again(lake, states, tables, expected, run_id)
         client: DataverseClient | None = None
         try:
+            result.damaged = _read_damaged_again(lake, states, tables, expected(), run_id)
             client = DataverseClient(settings)  # inside: a bad CA bundle or certificate still finishes the manifest
             client.sign_in()  # once, so a refused credential is one error, not one per table
             metas = metadata.load(client, tables, states.directory)
@@ -108,10 +137,18 @@ def extract(settings: Settings, *, progress: Any = None, expected: Collection[st
             result.errors["run"] = exc
         except Interrupted as exc:
             interrupted = exc
+        except OSError as exc:  # e.g. the metadata cache could not be written
+            result.errors["run"] = _local(exc, data_dir)
         result.seconds = time.perf_counter() - started
         result.requests = with_total(client.stats() if client else {})
         _fill(manifest, result, interrupted)
-        manifest.save(data_dir)
+        try:
+            manifest.save(data_dir)
+        except OSError as exc:  # best effort when the run already failed: its own line says why
+            unsaved = _local(exc, data_dir)
+            if not result.errors and interrupted is None:  # the data is complete, but not this run's record: exit 6
+                result.errors["run"] = unsaved
+            log.debug("run manifest not saved: %s", unsaved)
     if interrupted is not None:
         raise interrupted
     return result
@@ -188,6 +225,15 @@ def _read_again(lake: Lake, result: ExtractResult) -> None:
             lake.read_again(DETAILS, result.run_id)
 
 
+def _local(exc: OSError, data_dir: Path) -> LocalEnvironmentError:
+    """The machine's refusal as our error (files of another user in the data directory: give it back whole); any
+    other OSError is a bug and goes on up."""
+    local = local_error(exc, tree=data_dir)
+    if local is None:
+        raise exc
+    return local
+
+
 def _guarded(states: StateStore, name: str, func: Any, *args: Any, **kwargs: Any) -> Any:
     """Run one stream; an L2CError is recorded in its state and returned, not raised, so others go on."""
     progress = args[-1]
@@ -196,13 +242,17 @@ def _guarded(states: StateStore, name: str, func: Any, *args: Any, **kwargs: Any
         progress.start(name)
     try:
         outcome = func(*args, **kwargs)
-    except L2CError as exc:
-        state = states.load(name)
-        state.last_error = str(exc)
-        states.save(state)
+    except (L2CError, OSError) as exc:
+        error = _local(exc, states.directory.parent) if isinstance(exc, OSError) else exc
+        try:
+            state = states.load(name)
+            state.last_error = str(error)
+            states.save(state)
+        except (OSError, LocalEnvironmentError):  # the state folder may be what refuses (full, read-only, foreign)
+            log.debug("%s: last error not saved in its state", name)
         if progress is not None:
-            progress.fail(name, exc)
-        return exc
+            progress.fail(name, error)
+        return error
     if progress is not None:
         progress.done(name, outcome)
     return outcome
@@ -240,4 +290,7 @@ def _fill(manifest: RunManifest, result: ExtractResult, interrupted: Interrupted
     summary = manifest.table("requests")
     summary.requests, summary.retries = int(total.get("requests", 0)), int(total.get("retries", 0))
     summary.throttled, summary.seconds = int(total.get("429s", 0)), round(result.seconds, 3)
-    manifest.finish(interrupted.exit_code if interrupted is not None else result.exit_code)
+    if interrupted is not None:
+        manifest.finish(interrupted.exit_code)
+    else:
+        manifest.finish(result.exit_code, error=result.failure)

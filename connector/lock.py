@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ground.errors import RunLocked
+from ground.errors import RunLocked, local_error
 
 LOCK_NAME = ".l2c.lock"
 
@@ -38,8 +38,14 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self._fd is not None:
             raise RuntimeError("this RunLock is already held")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:  # the first file a run touches: a data directory of another user, or read-only
+            local = local_error(exc, doing="open", tree=self.path.parent)
+            if local is None:
+                raise
+            raise local from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,8 +1,9 @@
 """The org's metadata for the declared tables: entity set, primary key, change tracking, audit, columns.
 
 Read from `EntityDefinitions` and `EntityDefinitions(LogicalName='x')/Attributes` once, then cached in the
-state directory for a day (and whenever the declarations change) so a no-change run costs no metadata
-requests. The Attributes collection is typed AttributeMetadata, so only AttributeMetadata's own properties can
+state directory for a day so a no-change run costs no metadata requests (read again when the declarations
+change, or when the cache is dated in the future: written while this machine's clock was ahead, its age is
+unknown). The Attributes collection is typed AttributeMetadata, so only AttributeMetadata's own properties can
 be selected there; a derived type's properties (DateTimeAttributeMetadata's Format and DateTimeBehavior) need a
 cast segment, `.../Attributes/Microsoft.Dynamics.CRM.DateTimeAttributeMetadata?$select=...` ([PD]
 webapi/query-metadata-web-api.md). Selecting `Format` on the base collection is Dataverse's 400 "Could not find
@@ -162,7 +163,8 @@ def _read_cache(state_dir: Path, tables: TablesConfig, now: datetime) -> dict[st
     try:
         doc = json.loads(path.read_text())
         fetched = datetime.fromisoformat(doc["fetched_at"])
-        if doc["fingerprint"] != _fingerprint(tables) or now - fetched > CACHE_TTL:
+        # A cache from the future was written while this machine's clock was ahead: its age is unknown, so stale.
+        if doc["fingerprint"] != _fingerprint(tables) or not timedelta(0) <= now - fetched <= CACHE_TTL:
             return None
         return {name: TableMeta(**meta) for name, meta in doc["tables"].items()}
     except (OSError, ValueError, KeyError, TypeError):

@@ -39,7 +39,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ground.errors import ConfigError
+from ground.errors import ConfigError, local_error
 from ground.files import TEMP_SUFFIX, atomic_write, make_dirs, remove_temp_files, safe_name
 
 FORMAT = 1  # the "format" key of every state file and manifest
@@ -182,11 +182,13 @@ class TableRun(Document):
 
 
 class RunManifest(Document):
+    optional_in_file = frozenset({"error"})  # manifests written before it have none; written only when set
     run_id: str
     started_at: RunTime
     finished_at: RunTime | None = None
     status: Literal["running", "ok", "failed", "interrupted"] = "running"
     exit_code: int | None = None
+    error: str | None = None  # the line a failed run ended with (what `l2c status` shows)
     tables: dict[str, TableRun] = Field(default_factory=dict)
 
     @classmethod
@@ -197,9 +199,11 @@ class RunManifest(Document):
     def table(self, name: str) -> TableRun:
         return self.tables.setdefault(name, TableRun())
 
-    def finish(self, exit_code: int, *, now: datetime | None = None) -> None:
+    def finish(self, exit_code: int, *, error: str | None = None, now: datetime | None = None) -> None:
         self.exit_code = exit_code
         self.status = "ok" if exit_code == 0 else "interrupted" if exit_code in INTERRUPTED else "failed"
+        if error is not None:
+            self.error = error
         self.finished_at = now or datetime.now(UTC)
 
     def save(self, data_dir: Path | str) -> Path:
@@ -275,8 +279,17 @@ def _corrupt(path: Path, what: str, why: str, hint: str) -> ConfigError:
 
 def _load(cls: type[D], path: Path, what: str, hint: str) -> D:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_bytes()
+    except OSError as exc:
+        # Not the file's content: a state of another user (root ran l2c here by hand) is not corrupt, and deleting
+        # it would be the wrong advice. Its owner and the chown of the whole data directory are the fix.
+        local = local_error(exc, path, doing="read", tree=path.parent.parent)
+        if local is None:
+            raise _corrupt(path, what, f"not readable ({exc.strerror})", hint) from None
+        raise local from None
+    try:
+        document = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _corrupt(path, what, f"not readable JSON ({exc})", hint) from None
     if not isinstance(document, dict):
         raise _corrupt(path, what, "not a JSON object", hint)

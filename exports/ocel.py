@@ -3,7 +3,7 @@
 did each event (`event_resources` in l2c.duckdb) and every version of each object type's records, for attribute
 changes (`state/transform/objects-<type>.parquet`, which `transforms.build.object_versions` writes from the lake
 before an OCEL export: `l2c export` does), build the tables with transforms/ocel.py and replace `out` only with a
-complete file (ground.files.atomic_write).
+complete file (ground.files.write_out: in place for a device or FIFO).
 SQLite: the spec's tables with the primary and foreign keys its validation script checks; foreign keys are enforced
 while inserting, so a dangling relation fails the export instead of shipping; rows are bulk-inserted by executemany
 from an iterator. JSON: typed values as on the spec's format page (numbers for integer and float, true/false for
@@ -31,7 +31,7 @@ from config.settings import Settings
 from config.tables import load_tables
 from exports.common import Exported, outputs
 from ground.errors import ConfigError
-from ground.files import TEMP_SUFFIX, atomic_write, make_dirs
+from ground.files import TEMP_SUFFIX, is_stream, make_dirs, out_target, write_out
 from transforms.ocel import Ocel, build
 from transforms.outputs import object_versions_paths
 
@@ -44,19 +44,23 @@ JSON_CHUNK = 50_000  # events or objects whose JSON text is built at once
 
 def export_sqlite(settings: Settings, out: Path) -> Exported:
     tables = ocel_tables(settings)
-    make_dirs(out.parent)
-    # sqlite3 writes a path: the database is built in a scratch folder beside `out`, then copied in whole.
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent) as scratch:
+    # sqlite3 writes a path: the database is built in a scratch folder beside the file `out` names (in the system's
+    # temp folder when `out` is a device or FIFO), then copied in whole.
+    target = out_target(out)
+    beside = None if is_stream(target) else target.parent
+    if beside is not None:
+        make_dirs(beside)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=beside) as scratch:
         database = Path(scratch) / "ocel.sqlite"
         write_sqlite(tables, database)
         with open(database, "rb") as built:
-            atomic_write(out, lambda handle: shutil.copyfileobj(built, handle, CHUNK))
+            write_out(out, lambda handle: shutil.copyfileobj(built, handle, CHUNK))
     return Exported(out, events=tables.events.height, objects=tables.objects.height)
 
 
 def export_json(settings: Settings, out: Path) -> Exported:
     tables = ocel_tables(settings)
-    atomic_write(out, lambda handle: write_json(tables, handle))
+    write_out(out, lambda handle: write_json(tables, handle))
     return Exported(out, events=tables.events.height, objects=tables.objects.height)
 
 

@@ -26,7 +26,7 @@ from config.tables import load_tables
 from exports.common import outputs
 from exports.report_svg import kind_class, kind_css, process_map, wait
 from ground.errors import L2CError
-from ground.files import atomic_write
+from ground.files import write_out
 
 MAP_MIN_SHARE = 0.02  # an activity is on the map when it happens at least once per 50 cases on average...
 MAP_MAX_ACTIVITIES = 24  # ...and is among the most frequent
@@ -73,7 +73,7 @@ def write_report(settings: Settings, out: Path) -> Path:
     model = load_tables(settings.tables_file)
     kinds = tuple((t.name, t.label) for t in model.modelled if t.role != "context")
     page = render(replace(load(db), kinds=kinds)).encode("utf-8")
-    return atomic_write(out, lambda handle: handle.write(page))  # the old report or the new one, never half
+    return write_out(out, lambda handle: handle.write(page))  # the old report or the new one, never half
 
 
 def load(db: Path) -> ReportData:

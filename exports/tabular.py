@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from config.settings import Settings
 from exports.common import Exported, outputs
 from ground.errors import ConfigError
-from ground.files import atomic_write
+from ground.files import write_out
 
 log = logging.getLogger("l2c.exports")
 
@@ -133,15 +133,16 @@ def write_csv(frames: Iterable[pl.DataFrame], handle: IO[bytes]) -> tuple[int, i
 
 def stream_log(settings: Settings, out: Path,
                write: Callable[[pq.ParquetFile, IO[bytes]], tuple[int, int]]) -> Exported:
-    """Write `out` atomically with `write(event log, handle) -> (events, cases)`, the log read as one open file:
-    a consistent log even if a transform replaces it meanwhile."""
+    """Write `out` with `write(event log, handle) -> (events, cases)` (atomically, or streamed to a device or FIFO:
+    ground.files.write_out), the log read as one open file: a consistent log even if a transform replaces it
+    meanwhile."""
     event_log, _, _ = outputs(settings)
     out = file_target(out)
     check_precision(event_log)
     counts: list[tuple[int, int]] = []
     with event_log.open("rb") as source:
         parquet = pq.ParquetFile(source)
-        atomic_write(out, lambda handle: counts.append(write(parquet, handle)))
+        write_out(out, lambda handle: counts.append(write(parquet, handle)))
     events, cases = counts[0]
     return Exported(out, events, cases)
 

@@ -102,9 +102,12 @@ def _owner(path: Path) -> str:
         return f"uid {uid}"
 
 
-def local_error(exc: OSError, path: Path | str | None = None, *, doing: str = "") -> LocalEnvironmentError | None:
+def local_error(exc: OSError, path: Path | str | None = None, *, doing: str = "",
+                tree: Path | str | None = None) -> LocalEnvironmentError | None:
     """The one-line LocalEnvironmentError for an OSError the machine raised about `path` (default: the error's
-    own filename), or None when it is not about the local environment (the caller re-raises: a bug)."""
+    own filename), or None when it is not about the local environment (the caller re-raises: a bug). `tree` is
+    the folder to give back whole when `path` belongs to another user (a data directory: whoever wrote one of
+    its files wrote others); default: `path` or its nearest existing folder."""
     if exc.errno not in LOCAL_ERRNOS:
         return None
     where = Path(path if path is not None else (exc.filename or "."))
@@ -125,12 +128,15 @@ def local_error(exc: OSError, path: Path | str | None = None, *, doing: str = ""
         except OSError:
             owner_uid = None
         if owner_uid is not None and owner_uid != uid and uid != 0:
+            give_back = _existing(Path(tree)) if tree is not None else existing
             return LocalEnvironmentError(
                 f"{what}: permission denied ({existing} belongs to {_owner(existing)}; l2c runs as uid {uid})",
-                hint=f"Give it back to the user that runs l2c (e.g. `sudo chown -R $(id -un) {existing}`) and run "
-                     "again")
+                hint=f"Give it back to the user that runs l2c (e.g. `sudo chown -R $(id -un) {give_back}`) and "
+                     "run again")
+        # A file is replaced by a rename in its folder: the folder's mode and attributes matter as much as its own.
+        check = f"{existing} and its folder" if not existing.is_dir() else f"{existing}"
         return LocalEnvironmentError(f"{what}: permission denied ({exc.strerror})",
-                                     hint=f"Check the permissions and attributes of {existing} (`ls -ld`, `lsattr`: "
-                                          "an immutable file cannot be replaced) and run again")
+                                     hint=f"Check the permissions and attributes of {check} (`ls -ld`, `lsattr -d`: "
+                                          "nothing in an immutable folder can be replaced) and run again")
     return LocalEnvironmentError(f"{what}: the path cannot be used ({exc.strerror})",
                                  hint="Point L2C_DATA_DIR (or --out) at an ordinary folder and run again")

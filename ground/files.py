@@ -7,21 +7,26 @@ or the new one, never a torn one; `OutputParts` does the same for a Parquet outp
 before it is published (`read_back` for Parquet), and may leave the rename to a `Staging` that publishes several
 files together once all of them are written and verified; `file_stamp` is what a published file is checked
 against later. A foreign writer's error (polars, pyarrow, DuckDB) about the machine (no space, read-only, no
-permission) comes out as the OSError it stands for, naming the final path (`machine_errors`). `make_dirs` creates
-directories durably, `safe_name` checks a name used as one path component. Imports nothing of the project.
+permission) comes out as the OSError it stands for, naming the final path (`machine_errors`; `atomic_write`
+also records the errno a write raised under polars' or pyarrow's own error). `write_out` writes a file a user
+named (`--out`): a symlink is followed and its target replaced like any file, but a device, FIFO or socket is
+written in place, never replaced by a rename. `make_dirs` creates directories durably, `safe_name` checks a name
+used as one path component. Imports nothing of the project.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
+import stat
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import polars as pl
 import pyarrow as pa
@@ -114,18 +119,79 @@ def publish_file(temp: Path, path: Path) -> Path:
     return path
 
 
+class _Recorded(io.RawIOBase):
+    """A binary file handle that remembers the OSError its write raised (ENOSPC, EIO...): polars and pyarrow report
+    a failed write as their own exception, without the errno that says what the machine refused. No fileno, so
+    writers go through `write`."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        super().__init__()
+        self._handle, self.error = handle, cast(OSError | None, None)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        if self._handle.closed:  # io.IOBase.close (also when collected) flushes
+            return
+        try:
+            self._handle.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
+
+
+def _written(path: Path, handle: IO[bytes], write: Callable[[IO[bytes]], object]) -> None:
+    """`write(handle)`; the OSError behind a writer's own failure is raised instead, naming `path` (not its temp)."""
+    recorded = _Recorded(handle)
+    try:
+        write(cast(IO[bytes], recorded))
+    except Exception as exc:
+        # polars re-raises a failed write as an OSError with the message only: the errno is the recorded one's.
+        cause = exc if isinstance(exc, OSError) and exc.errno is not None else recorded.error
+        if cause is None:
+            raise
+        raise _naming(cause, path) from (None if cause is exc else exc)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """`exc` naming the file it concerns: `path` when it named nothing or the temp file written for `path` (a
+    directory it could not make stays named)."""
+    name = exc.filename
+    if exc.errno is None or name is not None and not (
+            isinstance(name, str) and Path(name).parent == path.parent and Path(name).name.startswith(f".{path.name}.")
+            and name.endswith(TEMP_SUFFIX)):
+        return exc
+    named = OSError(exc.errno, exc.strerror, str(path))  # OSError(errno, ...) picks the subclass (PermissionError...)
+    named.__traceback__ = exc.__traceback__
+    return named
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, mode: int = 0o644,
                  verify: Callable[[Path], object] | None = None, staging: Staging | None = None) -> Path:
     """Write `path` all or nothing: temp file beside it, flush + fsync, `verify(temp)`, rename over it, fsync the
-    directory (with `staging`: the rename waits for `staging.publish()`). Returns where the file reads now."""
-    temp, handle = _open_temp(path, mode)
+    directory (with `staging`: the rename waits for `staging.publish()`). Returns where the file reads now. An
+    OSError names `path`."""
+    try:
+        temp, handle = _open_temp(path, mode)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with machine_errors(path, temp):
-            write(handle)
+            _written(path, handle, write)
             _finish(handle, temp, verify)
             _publish(temp, path, staging)
-    except BaseException:
+    except BaseException as exc:
         _discard(handle, temp)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from None
         raise
     return temp if staging is not None else path
 
@@ -136,6 +202,45 @@ def _discard(handle: IO[bytes], temp: Path) -> None:
     with suppress(OSError):
         handle.close()
     temp.unlink(missing_ok=True)
+
+
+def is_stream(path: Path) -> bool:
+    """`path` exists (after its links) and is a device, FIFO or socket: written in place, never renamed over."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def out_target(out: Path) -> Path:
+    """Where a file the user named is written: `out` with every symlink followed (a dangling link's target is
+    created), so the link stays and its target is replaced, as `cp` and a shell's `>` do."""
+    return Path(os.path.realpath(out))
+
+
+def write_out(out: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write a file the user named (`--out`): a regular file (or a link to one) all or nothing as `atomic_write`
+    does, at the link's target; a device, FIFO or socket (or a link to one) in place, streamed: renaming a temp
+    file over `/dev/stdout` would replace it for the whole machine. Returns `out`."""
+    target = out_target(out)
+    if not is_stream(target):
+        atomic_write(target, write)
+        return out
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT, no O_TRUNC: it exists and is not a file
+    except OSError as exc:
+        raise _naming(exc, out) from None
+    handle = os.fdopen(fd, "wb")
+    try:
+        _written(out, handle, write)
+        handle.flush()
+    except OSError as exc:
+        raise _naming(exc, out) from None
+    finally:
+        with suppress(OSError):
+            handle.close()
+    return out
 
 
 class OutputParts:

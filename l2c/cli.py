@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the admin restricted Dataverse API access for the app (every Web API request -> 403 "
                        "0x80095ffc)")
     serve.add_argument("--token-lifetime", type=int, default=3599, help="access token lifetime in seconds")
+    serve.add_argument("--clock-skew", type=float, default=0.0, metavar="SECONDS",
+                       help="run Entra's clock this far ahead of this machine's (negative: behind); past 600 s a "
+                            "certificate sign-in fails with AADSTS700024, as with a wrong client clock")
     serve.add_argument("--corrupt", action="append", default=[], metavar="KIND",
                        help="serve malformed data for a few named records (repeatable); an unknown KIND lists the "
                             "kinds")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from config.activities import load_activities
 from config.settings import Settings, load_settings
@@ -47,13 +47,16 @@ def extract_only(args: argparse.Namespace) -> int:
     with resolved(load_settings()) as settings, RunProgress() as progress:
         # The pages the last transform read must still be there: a lake landed before pages were registered
         # (connector/register.py) is checked against them too.
-        last = TransformState.load(settings.data_dir)
-        result = extract(settings, progress=progress, expected=last.pages if last else ())
+        def expected() -> Collection[str]:
+            last = TransformState.load(settings.data_dir)
+            return last.pages if last else ()
+
+        result = extract(settings, progress=progress, expected=expected)
     print(summary(result), flush=True)
     for note in result.notes:
         print(f"note: {note}", flush=True)
-    for name, error in result.errors.items():  # "run": an error of the whole run, not of one table
-        print(f"l2c: error: {'' if name == 'run' else name + ': '}{error}", file=sys.stderr, flush=True)
+    for line in result.error_lines():
+        print(f"l2c: error: {line}", file=sys.stderr, flush=True)
     return result.exit_code
 
 

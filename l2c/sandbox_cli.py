@@ -89,6 +89,7 @@ def serve(args: argparse.Namespace) -> int:
         api_restricted=args.api_restricted,
         token_lifetime=args.token_lifetime,
         corrupt=frozenset(args.corrupt),
+        clock_skew=args.clock_skew,
     )
     print(f"# generating the sandbox org: seed {state.seed}, {state.leads} leads ...", file=sys.stderr, flush=True)
     sandbox = Sandbox(state_dir, state, options).start()

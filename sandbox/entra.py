@@ -266,7 +266,10 @@ class Entra:
             self._check_assertion(form, app, base, tenant_segment, tenant_id)
             acr = "2"
         elif form.get("client_secret"):
-            if app.secret is None or not hmac.compare_digest(form["client_secret"], app.secret):
+            # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, once a 500 for a secret
+            # typed with an accent); Entra answers any wrong secret the same.
+            presented = form["client_secret"].encode("utf-8")
+            if app.secret is None or not hmac.compare_digest(presented, app.secret.encode("utf-8")):
                 raise TokenError(7000215, client_id=app.client_id)
             acr = "1"
         else:
@@ -316,11 +319,17 @@ class Entra:
             raise TokenError(700027, detail=BAD_SIGNATURE.format(thumbprint=presented)) from None
         now = self.clock()
         exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-        if not isinstance(exp, int | float) or exp <= now or nbf > now + self.clock_skew:
+        if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
+            raise TokenError(50027)
+        # The window is Entra's clock against the assertion's: a client clock that is off (by more than the
+        # assertion's 10 minutes ahead, or the 5 minutes of skew behind) fails here, as MSAL users meet it
+        # (AzureAD/microsoft-authentication-library-for-java#984, ...-for-dotnet#4951).
+        if exp <= now or nbf > now + self.clock_skew:
             raise TokenError(700024, now=_iso(now), nbf=_iso(nbf), exp=_iso(exp), doc=CERT_DOC)
         audiences = {f"{base}/{t}/oauth2/v2.0/token" for t in (tenant_segment, tenant_id)}
         aud = claims.get("aud")
-        if not (aud in audiences or (isinstance(aud, list) and audiences.intersection(aud))):
+        listed = isinstance(aud, list) and any(isinstance(a, str) and a in audiences for a in aud)
+        if not (isinstance(aud, str) and aud in audiences or listed):
             raise TokenError(50012)
         if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
             raise TokenError(700021, doc=CERT_DOC)
@@ -404,7 +413,7 @@ def _origin(url: str) -> str:
 def _iso(ts: Any) -> str:
     try:
         return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, OSError):  # OSError: EOVERFLOW, far outside the platform's range
         return str(ts)
 
 

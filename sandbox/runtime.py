@@ -76,6 +76,10 @@ class SandboxOptions:
     api_restricted: bool = False
     expire_change_tracking_days: int = 7
     corrupt: frozenset[str] = frozenset()  # kinds of sandbox/corrupt.py: malformed data for a few records
+    # Seconds Entra's clock is ahead of this machine's (negative: behind), read at every request: a client whose
+    # clock is off, as Entra sees it. Past the assertion's lifetime (10 minutes, MSAL) a certificate sign-in fails
+    # with AADSTS700024.
+    clock_skew: float = 0.0
 
     def __post_init__(self) -> None:
         corrupt.check(self.corrupt)
@@ -131,7 +135,8 @@ class Sandbox:
         ))
         self.entra = entra.Entra(registry, tenant_id=TENANT_ID, base_url=url,
                                  resources=(url, *self.options.other_org_urls) if self.options.other_org_urls else None,
-                                 token_lifetime=self.options.token_lifetime)
+                                 token_lifetime=self.options.token_lifetime,
+                                 clock=lambda: time.time() + self.options.clock_skew)
         self.webapi = WebApi(
             lambda: self.store,
             WebApiOptions(org_url=url, withdrawn_privileges=self.options.withdrawn_privileges,

@@ -30,6 +30,7 @@ import duckdb
 
 from config.settings import Settings
 from connector.lock import RunLock
+from ground.errors import local_error
 from ground.files import (
     TEMP_SUFFIX,
     Staging,
@@ -50,10 +51,16 @@ def transform_and_load(settings: Settings, *, full: bool = False,
                        cases_per_part: int = CASES_PER_PART) -> BuildResult:
     """The outputs brought up to date (transforms/build.py) and loaded into the database, published together,
     under the run lock."""
-    with RunLock(settings.data_dir), Staging() as staging:
-        result = build_outputs(settings, staging, full=full, cases_per_part=cases_per_part)
-        load(result, staging)
-        publish(result, staging)
+    try:
+        with RunLock(settings.data_dir), Staging() as staging:
+            result = build_outputs(settings, staging, full=full, cases_per_part=cases_per_part)
+            load(result, staging)
+            publish(result, staging)
+    except OSError as exc:  # the machine refused: files of another user in the data directory are given back whole
+        local = local_error(exc, tree=settings.data_dir)
+        if local is None:
+            raise
+        raise local from exc
     return result
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from connector.state import Resume, RunManifest, StateStore, TableRun, TableState
-from ground.errors import ConfigError
+from ground.errors import ConfigError, LocalEnvironmentError
 from tests.conftest import DROP, with_field
 from tests.connector.conftest import PAUSE_BEFORE_RENAME
 
@@ -165,6 +165,31 @@ def test_failed_run_and_corrupt_manifest(tmp_path: Path) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text()), "exit_code": "4"}))
     with pytest.raises(ConfigError, match=r"run manifest .*run-1.json is unusable: bad value in exit_code"):
         RunManifest.load(tmp_path, "run-1")
+
+
+def test_a_failed_run_keeps_its_line_and_a_manifest_without_one_writes_no_error_field(tmp_path: Path) -> None:
+    failed = RunManifest.start("run-2")
+    failed.finish(6, error="lead: cannot write data/raw/lead/x.parquet: no space left on the device that holds it")
+    failed.save(tmp_path)
+    loaded = RunManifest.load(tmp_path, "run-2")
+    assert (loaded.status, loaded.exit_code, loaded.error) == ("failed", 6, failed.error)
+    document = json.loads((tmp_path / "runs" / "run-2.json").read_text())
+    assert list(document)[:7] == ["format", "run_id", "started_at", "finished_at", "status", "exit_code", "error"]
+    ok = RunManifest.start("run-3")
+    ok.finish(0)
+    ok.save(tmp_path)  # as manifests were written before the field existed, so theirs load and save the same bytes
+    assert "error" not in json.loads((tmp_path / "runs" / "run-3.json").read_text())
+    assert RunManifest.load(tmp_path, "run-3").error is None
+
+
+def test_a_state_file_l2c_may_not_read_is_the_machine_not_corruption(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save(FULL)
+    path = store.path(FULL.table)
+    path.unlink()
+    path.mkdir()  # a path that cannot be read as a file; another user's file is tested for real in tests/reliability
+    with pytest.raises(LocalEnvironmentError, match=r"cannot read .*opportunity.state.json: the path cannot be used"):
+        store.load(FULL.table)
 
 
 # --- every field's validation: (what the file holds, the message after "is unusable: ") ---------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from ground.files import (
     remove_temp_files,
     safe_name,
     temp_beside,
+    write_out,
     write_output,
 )
 
@@ -173,3 +175,39 @@ def test_a_foreign_writers_error_about_the_machine_is_the_os_error_it_stands_for
         assert found is None
     else:
         assert found is not None and (found.errno, found.filename) == (code, str(path))
+# --- errors name the file; write_out for a file the user named ----------------------------------------------
+
+def test_a_write_the_machine_refuses_names_the_file_even_through_polars(tmp_path: Path) -> None:
+    """A twin of /dev/full made in tmp (never the real one): every write is ENOSPC. polars reports it as its own
+    error without the errno; write_out raises the OSError itself, naming the file, and leaves the device alone."""
+    full = tmp_path / "full"
+    if subprocess.run(["mknod", str(full), "c", "1", "7"], capture_output=True).returncode != 0:
+        pytest.skip("mknod needs root")
+    frame = pl.DataFrame({"a": list(range(100_000))})
+    for write in (lambda handle: handle.write(b"x" * 10_000_000), lambda handle: frame.write_parquet(handle),
+                  lambda handle: frame.write_csv(handle)):
+        with pytest.raises(OSError) as caught:
+            write_out(full, write)
+        assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(full))
+        assert stat.S_ISCHR(full.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
+
+
+def test_an_error_opening_the_temp_file_names_the_file_not_its_temp(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError) as caught:  # its temp file cannot be made beside it
+        atomic_write(tmp_path / "file" / "state.json", lambda handle: handle.write(b"x"))
+    assert caught.value.filename == str(tmp_path / "file" / "state.json")
+
+
+def test_write_out_replaces_a_links_target_and_keeps_the_link(tmp_path: Path) -> None:
+    target = tmp_path / "real.csv"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target.name)  # relative, as `ln -s` makes them
+    assert write_out(link, lambda handle: handle.write(b"new")) == link
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    dangling = tmp_path / "dangling.csv"
+    dangling.symlink_to(tmp_path / "made.csv")
+    write_out(dangling, lambda handle: handle.write(b"made"))
+    assert dangling.is_symlink() and (tmp_path / "made.csv").read_bytes() == b"made"

@@ -1,7 +1,5 @@
-"""Faults of the machine made for real: `machine.tmpfs(size)` is a small RAM file system that fills up (a full
-disk), `machine.remount(where, "size=...")` gives it room again. Everything is made under the test's own tmp_path
-(unique under xdist) and undone when the test ends. Mounting needs root: without it the test is skipped, saying
-why, except under CI (the `CI` variable set), where it fails: CI runs as root."""
+"""Faults of the machine made for real: a small tmpfs that fills up, a read-only mount, an immutable folder. They
+need root (CI runs as root); where the machine refuses, a test skips saying why, and fails instead under CI."""
 
 from __future__ import annotations
 
@@ -15,14 +13,14 @@ import pytest
 
 
 def unavailable(reason: str) -> NoReturn:
-    """Skip a test the machine cannot fault for real; under CI, fail it instead."""
+    """Skip with `reason`; under CI (the `CI` variable set) fail instead: CI runs as root and must run it."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason}, and CI must run this test")
     pytest.skip(reason)
 
 
 class Machine:
-    """Mounts made for one test, undone (in reverse) when it ends, whatever happened."""
+    """Mounts and attributes made for one test, undone (in reverse) when it ends, whatever happened."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -34,7 +32,7 @@ class Machine:
             unavailable(f"`{' '.join(command)}` failed: {done.stderr.strip() or done.returncode} (needs root)")
 
     def tmpfs(self, size: str, name: str = "tmpfs") -> Path:
-        """A fresh folder that is a tmpfs of `size` (bytes, or e.g. "64k")."""
+        """A fresh folder that is a tmpfs of `size` (e.g. "64k"): a disk that fills up for real."""
         where = self.root / name
         where.mkdir(parents=True)
         self._run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where))
@@ -42,20 +40,32 @@ class Machine:
         return where
 
     def remount(self, where: Path, options: str) -> None:
-        """Change a mount made here, e.g. "size=64m" (space freed)."""
+        """Change a mount made here, e.g. "size=64m" (space freed) or "ro"."""
         self._run("mount", "-o", f"remount,{options}", str(where))
+
+    def read_only(self, folder: Path) -> Path:
+        """`folder` (made if missing) as a read-only bind mount of itself."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self._run("mount", "--bind", str(folder), str(folder))
+        self._undo.append(["umount", str(folder)])
+        self._run("mount", "-o", "remount,ro,bind", str(folder))
+        return folder
+
+    def immutable(self, path: Path) -> Path:
+        """`chattr +i path`: not even root may create, replace or remove anything in it."""
+        self._run("chattr", "+i", str(path))
+        self._undo.append(["chattr", "-i", str(path)])
+        return path
 
     def undo(self) -> None:
         for command in reversed(self._undo):
-            if subprocess.run(command, capture_output=True).returncode != 0:
-                subprocess.run([*command[:1], "-l", *command[1:]], capture_output=True)  # busy: detach it
+            subprocess.run(command, capture_output=True)
         self._undo.clear()
 
 
 @pytest.fixture
 def machine(tmp_path: Path) -> Iterator[Machine]:
-    if os.geteuid() != 0:
-        unavailable("mounting a tmpfs (a disk that fills up) needs root")
+    """Faults of the machine under this test's own tmp_path (unique per test, so xdist workers never share one)."""
     faults = Machine(tmp_path / "machine")
     try:
         yield faults

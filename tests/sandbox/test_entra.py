@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import jwt
 import msal
 import pytest
 import requests
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from sandbox.entra import AppRegistration, AppRegistry, Entra, InvalidToken
 from sandbox.server import SandboxServer
 from sandbox.tls import ClientCertificate, SandboxTLS, make_client_certificate
-from sandbox.wire import Request, Response, json_response
+from sandbox.wire import Headers, Request, Response, json_response
 
 TENANT = "7f3c1b2a-4d5e-4f60-8a9b-0c1d2e3f4a5b"
 SECRET_APP = "2b7d9e4f-1a3c-4e5b-9d7f-6a8b0c2d4e6f"
@@ -201,6 +205,7 @@ def post_token(env: EntraEnv, **form: str) -> requests.Response:
         ({"grant_type": "password"}, 400, "unsupported_grant_type", 70003),
         ({"client_secret": ""}, 401, "invalid_client", 7000218),
         ({"client_secret": "wrong"}, 401, "invalid_client", 7000215),
+        ({"client_secret": "wrong-é-ü-€-密码"}, 401, "invalid_client", 7000215),  # was a 500 (compare_digest)
     ],
 )
 def test_token_endpoint_errors(
@@ -348,3 +353,70 @@ def test_web_api_answers_401_with_the_challenge_over_https(entra_env: EntraEnv) 
     assert response.headers["WWW-Authenticate"] == (
         f"Bearer authorization_uri={entra_env.url}/{TENANT}/oauth2/authorize, resource_id={entra_env.url}/"
     )
+
+
+# --- malformed input to the token endpoint: Entra's 400 or 401, never a 500 -----------------------------------
+
+FIELDS = ("grant_type", "client_id", "client_secret", "scope", "client_assertion", "client_assertion_type")
+ANY_VALUE = st.one_of(st.text(max_size=40), st.sampled_from(["client_credentials", SECRET_APP, CERT_APP, SECRET,
+                                                             ASSERTION_TYPE, "https://org/.default", ""]))
+CLAIM = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
+                  st.lists(st.one_of(st.text(max_size=10), st.integers()), max_size=3),
+                  st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+
+
+def token_request(body: bytes) -> Response:
+    entra = _FUZZED[0]
+    return entra(Request("POST", f"/{TENANT}/oauth2/v2.0/token", "",
+                         Headers({"Host": "login.sandbox", "Content-Type": "application/x-www-form-urlencoded"}),
+                         body))
+
+
+def assert_entras_refusal(response: Response) -> None:
+    assert response.status in (400, 401), response.body[:300]
+    document = json.loads(response.body)
+    assert set(document) == ERROR_KEYS and document["error_codes"]
+
+
+_CERT = make_client_certificate(password=None)
+_FUZZED: list[Entra] = []
+
+
+def fuzzed() -> Entra:
+    if not _FUZZED:
+        registry = AppRegistry()
+        registry.add(AppRegistration(SECRET_APP, TENANT, USER, secret=SECRET))
+        registry.add(AppRegistration(CERT_APP, TENANT, USER, certificate=_CERT.cert_pem))
+        _FUZZED.append(Entra(registry, base_url="https://login.sandbox"))
+    return _FUZZED[0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.one_of(st.binary(max_size=200),
+                 st.dictionaries(st.sampled_from(FIELDS), ANY_VALUE).map(lambda form: urlencode(form).encode())))
+def test_any_malformed_form_is_refused_as_entra_refuses_never_a_500(body: bytes) -> None:
+    fuzzed()
+    response = token_request(body)
+    assert response.status != 500
+    if response.status != 200:  # a fuzzed form can be a good one
+        assert_entras_refusal(response)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.dictionaries(st.sampled_from(["aud", "iss", "sub", "exp", "nbf", "iat"]), CLAIM, min_size=1))
+# Each was a 500: an `exp` far out of the platform's time range, a `nbf` that is no number, an `aud` list of objects.
+@example({"exp": -6.776804060974081e16})
+@example({"exp": 4_102_444_800, "nbf": "yesterday"})
+@example({"exp": 4_102_444_800, "aud": [{"a": 1}]})
+def test_an_assertion_with_claims_of_any_type_is_refused_never_a_500(claims: dict[str, Any]) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(_CERT.private_key_pem, None)
+    # Signed as bytes: PyJWT's encode refuses some of these claims itself.
+    signed = jwt.PyJWS().encode(json.dumps(claims).encode(), key, algorithm="PS256",  # type: ignore[arg-type]
+                                headers={"x5t#S256": _CERT.x5t_s256})
+    fuzzed()
+    response = token_request(urlencode({"grant_type": "client_credentials", "client_id": CERT_APP,
+                                        "scope": "https://login.sandbox/.default", "client_assertion": signed,
+                                        "client_assertion_type": ASSERTION_TYPE}).encode())
+    assert_entras_refusal(response)
