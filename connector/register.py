@@ -20,15 +20,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ground.errors import ConfigError
-from ground.files import fsync_dir, make_dirs
+from ground.files import file_stamp, fsync_dir, make_dirs
 
 SUFFIX = ".jsonl"
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -65,11 +63,7 @@ class Stamp:
 
 
 def checksum(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            crc = zlib.crc32(chunk, crc)
-    return crc
+    return file_stamp(path)[1]  # the CRC-32 the transform's outputs are stamped with too
 
 
 class Register:
