@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dataverse lead-to-cash connector: incremental extraction into a Parquet lake and a "
         "process-mining event log (Parquet + DuckDB). Without DATAVERSE_URL it runs against the built-in "
         "sandbox.",
+        epilog="exit codes: 0 ok; 2 bad configuration or usage; 3 authentication or permission; 4 Dataverse "
+        "unavailable after retries; 5 another run holds the data directory; 6 the local environment refuses (disk "
+        "full, read-only, permission denied, a path that cannot be used); 130/143 interrupted (SIGINT/SIGTERM); 1 a "
+        "bug.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
