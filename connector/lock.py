@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from ground.errors import RunLocked, local_error
+from ground.files import machine_errors
 
 LOCK_NAME = ".l2c.lock"
 
@@ -62,9 +63,10 @@ class RunLock:
         try:
             self.recovered = _read_holder(fd) or None  # a clean release leaves the file empty
             me = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": datetime.now(UTC).isoformat()}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
-            os.fsync(fd)
+            with machine_errors(self.path):  # a full disk: the OSError of a write on a descriptor names no file
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+                os.fsync(fd)
         except BaseException:
             os.close(fd)  # closing releases the flock
             raise

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ground.errors import ConfigError
-from ground.files import file_stamp, fsync_dir, make_dirs
+from ground.files import file_stamp, fsync_dir, machine_errors, make_dirs
 
 SUFFIX = ".jsonl"
 
@@ -130,7 +130,9 @@ class Register:
             if table not in self._opened and not created:
                 _cut_torn_line(path)
             self._opened.add(table)
-            with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as handle:
+            # A full disk fails the write, flush or fsync with an OSError that names no file: name the register.
+            with machine_errors(path), \
+                    os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as handle:
                 handle.write(line)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -146,6 +148,6 @@ def _cut_torn_line(path: Path) -> None:
     """Drop what a crash left of a last line, so the next line starts the file's next line."""
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as handle:
+        with machine_errors(path), open(path, "r+b") as handle:
             handle.truncate(data.rfind(b"\n") + 1)
             os.fsync(handle.fileno())

@@ -110,7 +110,8 @@ def local_error(exc: OSError, path: Path | str | None = None, *, doing: str = ""
     its files wrote others); default: `path` or its nearest existing folder."""
     if exc.errno not in LOCAL_ERRNOS:
         return None
-    where = Path(path if path is not None else (exc.filename or "."))
+    # An OSError of a write on an open file names none: then the tree it happened in, never a bare ".".
+    where = Path(path if path is not None else (exc.filename or tree or "."))
     what = f"cannot {doing} {where}" if doing else f"cannot write {where}"
     if exc.errno in _NO_SPACE:
         return LocalEnvironmentError(f"{what}: no space left on the device that holds it",
