@@ -299,7 +299,11 @@ def _json_value(kind: str, value: object, function: str) -> object:
     lit = lits.get(kind, "num")
     if kind in ("int32", "int64") and re.fullmatch(r"-?\d+", text):
         return int(text)
-    converted = _convert(kind, lit, f"'{text}'" if lit == "str" else text) if value is not None else None
+    if kind == "string" and isinstance(value, str):
+        return value  # a JSON string is already unescaped: a '' in it is two quotes, not an OData escape
+    # Other kinds go through the literal rules (a quoted GUID, a date): quoted as an OData literal, escaped.
+    quoted = "'" + text.replace("'", "''") + "'"
+    converted = _convert(kind, lit, quoted if lit == "str" else text) if value is not None else None
     if converted is _BAD or converted is None and value is not None:
         if kind == "datetime" and parse_date(text):
             return _convert(kind, "date", text)
