@@ -18,7 +18,7 @@ from datetime import datetime
 import polars as pl
 
 from sandbox.orgdata import HISTORY_START, OrgData
-from sandbox.schema import DATA_TABLES, TABLES, Column, Table
+from sandbox.schema import DATA_TABLES, Column, Table
 
 # The tables a Link profile over the sandbox org exports (audit only in Delta, docs/LINK.md §7).
 LINK_TABLES: tuple[str, ...] = DATA_TABLES
@@ -134,6 +134,3 @@ def collapsed_changes(org: OrgData, interval_minutes: int) -> pl.DataFrame:
     return (truth.join(audits.select(*key, "_rank", "_shown"), on=[*key, "_rank"], how="inner")
             .filter(~pl.col("_shown")).drop("_row", "_rank", "_shown").sort("case_id", "timestamp"))
 
-
-def link_table(name: str) -> Table:
-    return TABLES[name]
