@@ -230,3 +230,12 @@ def test_export_columns_match_model(appended: Path) -> None:
     names = attributes(appended / "model.json")
     for table in LINK_TABLES:
         assert names[table] == [n for n, _ in export_columns(TABLES[table])]
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("options", [LinkOptions(), LinkOptions(mode="in-place"), LinkOptions(incremental=True),
+                                     LinkOptions(format="delta")], ids=["append", "inplace", "folders", "delta"])
+def test_default_org_exports_in_under_20_seconds(options: LinkOptions, tmp_path: Path) -> None:
+    org = simulate(42, 1000)
+    result = export_link(org, tmp_path / "link", options)
+    assert result.seconds < 20, result
