@@ -115,6 +115,12 @@ def _sandbox_truth(args: argparse.Namespace) -> int:
     return sandbox_cli.truth(args)
 
 
+def _sandbox_export_link(args: argparse.Namespace) -> int:
+    from l2c import sandbox_cli
+
+    return sandbox_cli.export_link(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="l2c",
@@ -202,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     truth.add_argument("--out", required=True, help="output file (.parquet or .csv)")
     truth.add_argument("--state-dir", default=None)
     truth.set_defaults(func=_sandbox_truth)
+
+    link = sandbox_sub.add_parser("export-link", help="write the sandbox org as Azure Synapse Link for Dataverse "
+                                  "exports it (CSV or Delta); run again after `advance` to continue the export")
+    link.add_argument("--format", choices=("csv", "delta"), required=True)
+    link.add_argument("--mode", choices=("append-only", "in-place"), default=None,
+                      help="CSV only: a row per captured change (default) or the current rows")
+    link.add_argument("--incremental-folders", action="store_true",
+                      help="CSV append-only in timestamped folders, one per interval that changed")
+    link.add_argument("--interval-minutes", type=int, default=15,
+                      help="the Link's sync interval (default 15, the minimum for incremental folders)")
+    link.add_argument("--out", required=True, help="the export root folder (new, empty, or an earlier export)")
+    link.add_argument("--state-dir", default=None)
+    link.set_defaults(func=_sandbox_export_link)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""`l2c sandbox serve|advance|truth`, and the in-process sandbox `l2c run` uses without DATAVERSE_URL."""
+"""`l2c sandbox serve|advance|truth|export-link`, and the in-process sandbox `l2c run` uses without DATAVERSE_URL."""
 
 from __future__ import annotations
 
@@ -164,4 +164,27 @@ def truth(args: argparse.Namespace) -> int:
         org.truth.write_parquet(out)
     print(f"wrote {org.truth.height} ground-truth events of {org.truth.get_column('case_id').n_unique()} cases "
           f"to {out} (seed {state.seed}, {state.leads} leads, clock {state.clock:%Y-%m-%d %H:%M} UTC)")
+    return 0
+
+
+def export_link(args: argparse.Namespace) -> int:
+    from sandbox.link_export import LinkOptions, export_link
+    from sandbox.runtime import load_state
+    from sandbox.simulator import simulate
+
+    if args.format == "delta" and args.mode is not None:
+        raise ConfigError("--mode is a CSV option: a Delta export always holds the latest row per Id",
+                          hint="drop --mode")
+    options = LinkOptions(format=args.format, mode=args.mode or "append-only",
+                          incremental=args.incremental_folders, interval_minutes=args.interval_minutes)
+    settings = load_settings()
+    state = load_state(_state_dir(args, settings), _default_state(settings))
+    org = simulate(state.seed, state.leads, state.clock)
+    result = export_link(org, Path(args.out), options)
+    where = f"(seed {state.seed}, {state.leads} leads, clock {state.clock:%Y-%m-%d %H:%M} UTC)"
+    if result.noop:
+        print(f"{result.out} already holds the Link export up to the sandbox clock {where}: nothing to add")
+    else:
+        print(f"wrote the {options.format} Link export to {result.out} {where}: {result.rows} rows in "
+              f"{result.seconds:.1f}s")
     return 0
