@@ -46,6 +46,8 @@ GRANT = ("grant the identity the Storage Blob Data Reader role on the storage ac
 # Storage error codes of a valid signature without the right (403): a role is missing, not a wrong secret.
 _NOT_GRANTED = {"AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthorizationResourceTypeMismatch",
                 "InsufficientAccountPermissions"}
+# Storage's exponential retry of 5xx, timeouts and resets: gives up within about 45 s (backoffs 1+3, 1+9, 1+27 s).
+RETRY: dict[str, Any] = {"initial_backoff": 1, "increment_base": 3, "retry_total": 3, "random_jitter_range": 2}
 T = TypeVar("T")
 
 
@@ -68,11 +70,11 @@ class _TrustingTransport(AioHttpTransport):  # type: ignore[misc]
 
 
 class _Retry(ExponentialRetry):  # type: ignore[misc]
-    """Storage's exponential retry (5xx, timeouts, resets), minus an untrusted certificate: retrying cannot help,
-    trusting the right CA can (connector/tls.py `untrusted`)."""
+    """Storage's exponential retry (5xx, timeouts, resets), minus what retrying cannot mend: an untrusted
+    certificate (connector/tls.py `untrusted`) and a sign-in azure-identity could not make."""
 
     def increment(self, settings: dict[str, Any], request: Any, response: Any = None, error: Any = None) -> bool:
-        if error is not None and untrusted(error, "") is not None:
+        if error is not None and (untrusted(error, "") is not None or isinstance(error, ClientAuthenticationError)):
             return False
         return bool(super().increment(settings, request, response=response, error=error))
 
@@ -132,8 +134,7 @@ class RemoteStore:
         key = settings.azure_storage_account_key
         transport_options = {"connection_timeout": 20, "read_timeout": settings.http_timeout}
         context = trust_context(settings.ca_bundle)
-        # Short enough to give up within about half a minute (backoffs 1+3, 1+9, 1+27 s less jitter).
-        retry = _Retry(initial_backoff=1, increment_base=3, retry_total=3)
+        retry = _Retry(**RETRY)
 
         def client_options() -> dict[str, Any]:
             return {"transport": _TrustingTransport(context, **transport_options), "retry_policy": retry}

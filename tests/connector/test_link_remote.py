@@ -5,6 +5,7 @@ pathlib sees in the local folder, and open the Delta table deltalake reads local
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -138,12 +139,13 @@ def test_delta_without_the_ca_is_refused(azurite: Azurite, export: Path) -> None
     store = open_remote(azurite.url(CONTAINER, ROOT), settings(azurite))
     uri, options = store.delta_location("deltalake/lead_partitioned")
     with pytest.raises(Exception, match="(?i)certificate|UnknownIssuer"):
-        DeltaTable(uri, storage_options=options)
+        DeltaTable(uri, storage_options={**options, "max_retries": "0"})  # delta-rs: no retries of the refusal
 
 
 def test_wrong_key_is_an_auth_error_without_the_key(azurite: Azurite, export: Path,
                                                     capsys: pytest.CaptureFixture[str],
                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # not even a debug line of adlfs or the Azure SDK may hold it
     with pytest.raises(AuthError) as caught:
         open_remote(azurite.url(CONTAINER, ROOT), settings(azurite, AZURE_STORAGE_ACCOUNT_KEY=WRONG_KEY))
     assert caught.value.exit_code == 3
@@ -158,10 +160,42 @@ def test_missing_container_or_path_is_source_unavailable(azurite: Azurite, expor
             open_remote(url, settings(azurite))
 
 
+def test_an_unreachable_account_is_source_unavailable_after_retries(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    monkeypatch.setattr("connector.link_remote.RETRY", {"initial_backoff": 0, "increment_base": 0, "retry_total": 1,
+                                                          "random_jitter_range": 0})
+    with pytest.raises(SourceUnavailable, match="cannot reach") as caught:
+        open_remote("https://127.0.0.1:9/devstoreaccount1/c01/r",  # the discard port: nothing listens
+                    Settings(AZURE_STORAGE_ACCOUNT_KEY=ACCOUNT_KEY, _env_file=None))  # type: ignore[call-arg]
+    assert caught.value.exit_code == 4
+
+
+def test_no_credential_at_all_is_an_auth_error(azurite: Azurite, export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither a key nor a connection string nor an Entra app: DefaultAzureCredential finds nothing here."""
+    # azure-identity's own switch (AZURE_TOKEN_CREDENTIALS) keeps the chain to its environment credential: the
+    # managed identity probe of a machine outside Azure takes ~10 s to give up.
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential")
+    with pytest.raises(AuthError, match="cannot sign in") as caught:
+        open_remote(azurite.url(CONTAINER, ROOT),
+                    Settings(L2C_CA_BUNDLE=str(azurite.ca_path), _env_file=None))  # type: ignore[call-arg]
+    assert caught.value.exit_code == 3
+
+
 def test_an_untrusted_certificate_is_a_config_error(azurite: Azurite, export: Path) -> None:
     with pytest.raises(ConfigError, match="not trusted"):
         open_remote(azurite.url(CONTAINER, ROOT),
                     Settings(AZURE_STORAGE_ACCOUNT_KEY=ACCOUNT_KEY, _env_file=None))  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("url, variables, message", [
+    ("az://c01/r", {"AZURE_STORAGE_ACCOUNT_KEY": ACCOUNT_KEY}, "names no storage account"),
+    ("https://127.0.0.1:9/devstoreaccount1/c01/r",
+     {"AZURE_STORAGE_CONNECTION_STRING": f"AccountName=other;AccountKey={ACCOUNT_KEY}"}, "is for account other"),
+])
+def test_credentials_that_cannot_fit_the_url(url: str, variables: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        open_remote(url, Settings(**variables, _env_file=None))  # type: ignore[arg-type, call-arg]
+    assert ACCOUNT_KEY[:12] not in str(caught.value)
 
 
 @pytest.mark.parametrize("url, message", [
