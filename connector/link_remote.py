@@ -222,10 +222,11 @@ class RemoteStore:
         key = "/".join(p for p in (where.root, path.strip("/")) if p)
         options: dict[str, str] = {}
         connection = self._settings.azure_storage_connection_string
-        if where.kind in ("emulator", "connection"):
-            uri = f"az://{where.container}/{key}"
-        else:
-            uri = f"abfss://{where.container}@{where.dfs_host}/{key}"
+        # object_store parses abfss:// only for the public cloud and OneLake; elsewhere the endpoint option says where.
+        public = where.dfs_host.endswith((".dfs.core.windows.net", ".dfs.fabric.microsoft.com"))
+        uri = f"abfss://{where.container}@{where.dfs_host}/{key}" if public else f"az://{where.container}/{key}"
+        if where.kind in ("emulator", "adls") and not public:
+            options["endpoint"] = where.blob_endpoint
         if where.kind != "onelake" and connection is not None:
             fields = _connection_fields(connection.get_secret_value())
             options["account_name"] = fields.get("accountname", where.account)
@@ -235,12 +236,10 @@ class RemoteStore:
                 options["sas_key"] = fields["sharedaccesssignature"]
             if fields.get("blobendpoint"):
                 options["endpoint"] = fields["blobendpoint"].rstrip("/")
-            elif where.kind == "emulator":
-                options["endpoint"] = where.blob_endpoint
+            elif fields.get("endpointsuffix") and where.kind == "connection":
+                options["endpoint"] = f"https://{options['account_name']}.blob.{fields['endpointsuffix']}"
             return uri, options
         options["account_name"] = where.account
-        if where.kind == "emulator":
-            options["endpoint"] = where.blob_endpoint
         key_secret = self._settings.azure_storage_account_key
         if where.kind != "onelake" and key_secret is not None:
             options["account_key"] = key_secret.get_secret_value()

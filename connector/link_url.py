@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ground.errors import ConfigError
 
@@ -54,7 +54,11 @@ class Location:
 
 
 def _bad(url: str, why: str) -> ConfigError:
-    return ConfigError(f"L2C_LINK_URL {url!r} is not a Link export URL: {why}", hint=f"use one of: {FORMS}")
+    parts = urlsplit(url.strip())
+    # Never echo a SAS token (query) or a password: both are secrets.
+    shown = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2] if parts.password else parts.netloc,
+                        parts.path, "", ""))
+    return ConfigError(f"L2C_LINK_URL {shown!r} is not a Link export URL: {why}", hint=f"use one of: {FORMS}")
 
 
 def _segments(path: str) -> list[str]:

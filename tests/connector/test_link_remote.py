@@ -210,12 +210,13 @@ def test_credentials_that_cannot_fit_the_url(url: str, variables: dict[str, str]
     ("https://127.0.0.1:1/devstoreaccount1", "names the account, then the container"),
     ("https://acct.blob.core.windows.net/c/x?sv=2020&sig=abc", "query"),
     ("/local/folder", "scheme"),
+    ("abfss://c:hunter2@acct.dfs.core.windows.net/x", "password"),
 ])
 def test_bad_urls_are_config_errors_naming_the_forms(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         parse_link_url(url)
     assert caught.value.exit_code == 2 and "abfss://<container>@<account>.dfs.core.windows.net" in str(caught.value)
-    assert "sig=abc" not in caught.value.hint
+    assert "sig=abc" not in str(caught.value) and "hunter2" not in str(caught.value)
 
 
 @pytest.mark.parametrize("url, kind, container, root, blob_endpoint", [
