@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     azure_authority_host: str = Field(
         default="https://login.microsoftonline.com", validation_alias="AZURE_AUTHORITY_HOST"
     )
+    # A remote Link export (connector/link_remote.py) signs in as the Azure Storage SDKs do: a connection string,
+    # else an account key, else Microsoft Entra (the AZURE_TENANT_ID/AZURE_CLIENT_* app, else DefaultAzureCredential).
+    azure_storage_connection_string: SecretStr | None = Field(
+        default=None, validation_alias="AZURE_STORAGE_CONNECTION_STRING"
+    )
+    azure_storage_account_key: SecretStr | None = Field(default=None, validation_alias="AZURE_STORAGE_ACCOUNT_KEY")
     ca_bundle: Path | None = Field(default=None, validation_alias="L2C_CA_BUNDLE")
     data_dir: Path = Field(default=Path("data"), validation_alias="L2C_DATA_DIR")
     since: str | None = Field(default=None, validation_alias="L2C_SINCE")
