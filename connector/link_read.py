@@ -69,11 +69,12 @@ def read_csv(store: ExportStore, layout: Layout, entries: dict[str, Entry], tabl
     marks = old.files if old is not None and old.layout == "csv" else {}
     if set(marks) - set(files):
         return _whole(store, files, entries, names, specs, "a file of the table is gone")
-    parts, checkpoint = [], LinkState(layout="csv")
+    parts: list[pl.DataFrame] = []
+    done: dict[str, LinkFile] = {}
     for path in files:
         entry, mark = entries[path], marks.get(path)
         if mark is not None and (mark.size, mark.version) == (entry.size, entry.version):
-            checkpoint.files[path] = mark
+            done[path] = mark
             continue
         start, rows, crc = 0, 0, 0
         if mark is not None:
@@ -87,25 +88,26 @@ def read_csv(store: ExportStore, layout: Layout, entries: dict[str, Entry], tabl
         end = link_csv.complete_end(tail)
         frame = link_csv.parse(tail[:end], names, path, rows)
         parts.append(_typed(frame, specs, path, rows))
-        checkpoint.files[path] = LinkFile(consumed=start + end, rows=rows + frame.height, size=entry.size,
-                                          version=entry.version, crc=zlib.crc32(tail[:end], crc))
-    return Read(_concat(parts, names, specs), checkpoint)
+        done[path] = LinkFile(consumed=start + end, rows=rows + frame.height, size=entry.size,
+                              version=entry.version, crc=zlib.crc32(tail[:end], crc))
+    return Read(_concat(parts), LinkState(layout="csv", files=done))
 
 
 def _whole(store: ExportStore, files: list[str], entries: dict[str, Entry], names: list[str],
            specs: list[ColumnSpec], why: str) -> Read:
     """The whole table again, after its files were rewritten (in place: a snapshot, not an append)."""
-    parts, checkpoint = [], LinkState(layout="csv")
+    parts: list[pl.DataFrame] = []
+    done: dict[str, LinkFile] = {}
     for path in files:
         entry = entries[path]
         data = store.read(path, 0, entry.size)
         end = link_csv.complete_end(data)
         frame = link_csv.parse(data[:end], names, path)
         parts.append(_typed(frame, specs, path))
-        checkpoint.files[path] = LinkFile(consumed=end, rows=frame.height, size=entry.size, version=entry.version,
-                                          crc=zlib.crc32(data[:end]))
+        done[path] = LinkFile(consumed=end, rows=frame.height, size=entry.size, version=entry.version,
+                              crc=zlib.crc32(data[:end]))
     note = f"the export's files were rewritten ({why}): the table was read again whole, records gone are deleted"
-    return Read(_concat(parts, names, specs), checkpoint, full=True, notes=[note])
+    return Read(_concat(parts), LinkState(layout="csv", files=done), full=True, notes=[note])
 
 
 def read_incremental(store: ExportStore, layout: Layout, entries: dict[str, Entry], table: str,
@@ -114,7 +116,7 @@ def read_incremental(store: ExportStore, layout: Layout, entries: dict[str, Entr
     after = folder_time(last) if last else None
     sizes = {path: entry.size for path, entry in entries.items()}
     parts = []
-    checkpoint = LinkState(layout="incremental", folder=last)
+    reached = last
     for folder in layout.folders:
         when = folder_time(folder)
         if after is not None and when is not None and when <= after:
@@ -130,9 +132,9 @@ def read_incremental(store: ExportStore, layout: Layout, entries: dict[str, Entr
                 data = store.read(path, 0, entries[path].size)
                 end = link_csv.complete_end(data)
                 parts.append(_typed(link_csv.parse(data[:end], names, path), specs, path))
-        checkpoint.folder = folder
-    names = [name.lower() for name, _ in layout.entities[table].columns] if table in layout.entities else []
-    return Read(_concat(parts, names, specs), checkpoint)
+        reached = folder
+    checkpoint = LinkState(layout="incremental", folder=reached) if reached else LinkState(layout="incremental")
+    return Read(_concat(parts), checkpoint)
 
 
 def _trickle_entity(store: ExportStore, sizes: dict[str, int], table: str) -> Entity:
@@ -154,7 +156,7 @@ def read_delta(store: ExportStore, path: str, specs: list[ColumnSpec], old: Link
                 LinkState(layout="delta", delta_version=version), full=True)
 
 
-def _concat(parts: list[pl.DataFrame], names: list[str], specs: list[ColumnSpec]) -> pl.DataFrame:
+def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
     parts = [p for p in parts if p.height]
     if not parts:
         return pl.DataFrame()

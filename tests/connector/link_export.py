@@ -12,6 +12,7 @@ Rows are dicts of logical names plus `Id`, `SinkModifiedOn`, `IsDelete`, `versio
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -46,6 +47,7 @@ _CDM = {"guid": "guid", "string": "string", "int": "int64", "decimal": "decimal"
         "datetime": "dateTime", "date": "dateTime", "createdon": "dateTimeOffset", "sink": "dateTime"}
 
 
+@lru_cache
 def columns(table: str) -> list[tuple[str, str]]:
     """D4: (name, kind) in file order."""
     declared = next(t for t in load_tables(None).table if t.name == table).columns
@@ -158,6 +160,12 @@ class LinkExport:
                  "TargetMetadata": ["string", "string", "string", "string"]}
         data = {"OptionsetMetadata": local, "GlobalOptionsetMetadata": [], "StateMetadata": state,
                 "StatusMetadata": status, "TargetMetadata": target}
+        trickle = self.root / "Microsoft.Athena.TrickleFeedService"  # §4: the attribute types (CODE C-COOP)
+        trickle.mkdir(parents=True, exist_ok=True)
+        for name in self.tables:
+            attributes = [{"EntityName": name, "AttributeName": c.name, "AttributeType": c.type}
+                          for c in TABLES[name].columns]
+            (trickle / f"{name}-EntityMetadata.json").write_text(json.dumps({"AttributeMetadata": attributes}))
         base = self.root / folder / "OptionsetMetadata"
         base.mkdir(parents=True, exist_ok=True)
         for name, rows in data.items():
@@ -275,4 +283,4 @@ def tiny_org() -> dict[str, list[dict[str, Any]]]:
             row["versionnumber"] = 1000 + 10 * i + (1 if table == "lead" else 0)
             row["SinkModifiedOn"] = sink(when)
     versions["lead"].append({"Id": LEAD3, "SinkModifiedOn": _at(12), "IsDelete": True})  # D6 delete row
-    return versions
+    return {**versions, "quote": [], "salesorder": [], "invoice": []}
