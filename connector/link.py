@@ -25,8 +25,10 @@ import polars as pl
 from config.settings import Settings
 from config.tables import TableConfig, TablesConfig, load_tables
 from connector import link_read, metadata
+from connector.audit import AUDIT, DETAILS, AuditResult
 from connector.extract import ExtractResult, fill_manifest
 from connector.lake import Lake
+from connector.link_audit import SPECS, audit_frames, new_only
 from connector.link_meta import Layout, Metadata, discover, load_metadata
 from connector.link_rows import PRIMARY_NAME, attributes, cdm_type, land_frames
 from connector.link_storage import Entry, ExportStore, open_store
@@ -136,6 +138,29 @@ class _Run:
                 self.land(name, specs[name], read, names)
             except L2CError as exc:
                 self._fail(name, exc)
+        if AUDIT in self.layout.entities or AUDIT in self.layout.delta:  # §7: the Link may export the audit table
+            types = {(t, a["LogicalName"]): str(a["AttributeType"]) for t, m in metas.items() for a in m.attributes}
+            try:
+                self.audit(types, names.get("systemuser"))
+            except L2CError as exc:
+                self._fail(AUDIT, exc)
+
+    def audit(self, types: dict[tuple[str, str], str], users: pl.DataFrame | None) -> None:
+        read = self.read(AUDIT, SPECS)
+        outcome = AuditResult()
+        if read.records.height:
+            rows, details = new_only(self.lake, *audit_frames(read.records, types, users))
+            stream = f"link-{self.run_id}"
+            for table, frame in ((AUDIT, rows), (DETAILS, details)):
+                if frame.height:
+                    self.lake.write_page(table, stream, 1, frame, run_id=self.run_id, extracted_at=self.now)
+                    outcome.pages += 1
+            outcome.rows, outcome.details = rows.height, details.height
+        state = self.states.load(AUDIT)
+        state.link, state.last_error, state.last_success = read.checkpoint, None, self.now
+        state.rows_total += outcome.rows
+        self.states.save(state)
+        self.result.audit = outcome
 
     def read(self, table: str, specs: list[ColumnSpec]) -> link_read.Read:
         old = self.states.load(table).link
