@@ -113,6 +113,10 @@ class _Run:
         metas: dict[str, TableMeta] = {}
         specs: dict[str, list[ColumnSpec]] = {}
         for cfg in self.tables.table:
+            if cfg.name in self.layout.syncing:  # D7: skipped with a warning, not an error
+                note = f"not read: its initial sync in the Link export is {self.layout.syncing[cfg.name]}"
+                self.result.tables[cfg.name] = TableResult(cfg.name, mode="link", notes=[note])
+                continue
             try:
                 found = self.columns(cfg.name)
                 if found is None:

@@ -58,6 +58,7 @@ class Layout:
     delta: dict[str, str] = field(default_factory=dict)  # logical name -> Delta table path
     folders: list[str] = field(default_factory=list)  # incremental: complete folders, oldest first
     meta_prefix: str = ""  # where OptionsetMetadata/ is: the newest complete folder's or the root
+    syncing: dict[str, str] = field(default_factory=dict)  # tables whose initial sync is not Completed (D7)
 
 
 def folder_time(name: str) -> datetime | None:
@@ -91,13 +92,35 @@ def discover(store: ExportStore) -> tuple[Layout, dict[str, Entry]]:
         newest = folders[-1] if folders else ""
         model_path = f"{newest}/model.json" if newest else "model.json"
         entities = entities_of(store, model_path, sizes) if model_path in sizes else {}
-        return Layout("incremental", entities=entities, folders=folders,
-                      meta_prefix=f"{newest}/" if newest else ""), entries
+        return Layout("incremental", entities=entities, folders=folders, meta_prefix=f"{newest}/" if newest else "",
+                      syncing=syncing(store, model_path, sizes)), entries
     if "model.json" in sizes:
-        return Layout("csv", entities=entities_of(store, "model.json", sizes)), entries
+        return Layout("csv", entities=entities_of(store, "model.json", sizes),
+                      syncing=syncing(store, "model.json", sizes)), entries
     raise SourceUnavailable(f"not a Synapse Link / Fabric Link export: {store.url} has no model.json and no "
                             "deltalake/ (or Tables/) folder",
                             hint="set L2C_LINK_URL to the export's root (docs/LINK.md §1.1, §6)")
+
+
+def syncing(store: ExportStore, path: str, sizes: dict[str, int]) -> dict[str, str]:
+    """Tables model.json lists whose `Athena:InitialSyncState` is not `Completed` (D7), with that state."""
+    return {name: state for name, state in _documents(store, path, sizes)}
+
+
+def _documents(store: ExportStore, path: str, sizes: dict[str, int]) -> list[tuple[str, str]]:
+    if path not in sizes:
+        return []
+    try:
+        raw = json.loads(store.read(path).decode("utf-8-sig"))["entities"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    out = []
+    for item in raw:
+        annotations = {a.get("name"): a.get("value") for a in item.get("annotations") or []}
+        state = annotations.get("Athena:InitialSyncState")
+        if state is not None and state != "Completed":
+            out.append((str(item.get("name", "")).lower(), str(state)))
+    return out
 
 
 def entities_of(store: ExportStore, path: str, sizes: dict[str, int]) -> dict[str, Entity]:
@@ -176,15 +199,15 @@ def load_metadata(store: ExportStore, layout: Layout, sizes: dict[str, int]) -> 
                 log.warning("Link export: %s is not JSON, ignored", path)
                 continue
             for attribute in document.get("AttributeMetadata") or []:
-                key = (str(attribute.get("EntityName", "")).lower(), str(attribute.get("AttributeName", "")).lower())
-                attribute_types[key] = attribute
-            for key, rows in extra.items():
-                rows += document.get(key) or []
+                column = (str(attribute.get("EntityName", "")).lower(), str(attribute.get("AttributeName", "")).lower())
+                attribute_types[column] = attribute
+            for array, rows in extra.items():
+                rows += document.get(array) or []
     fallback = {"OptionsetMetadata": "OptionSetMetadata", "GlobalOptionsetMetadata": "GlobalOptionSetMetadata",
                 "StateMetadata": "StateMetadata", "StatusMetadata": "StatusMetadata"}
-    for name, key in fallback.items():  # D8: the EntityMetadata.json labels after the OptionsetMetadata tables
-        if name not in frames and extra[key]:
-            frames[name] = pl.DataFrame(extra[key]).cast(pl.Utf8)
+    for name, array in fallback.items():  # D8: the EntityMetadata.json labels after the OptionsetMetadata tables
+        if name not in frames and extra[array]:
+            frames[name] = pl.DataFrame(extra[array]).cast(pl.Utf8)
 
     def get(name: str, columns: list[str]) -> pl.DataFrame:
         frame = frames.get(name, pl.DataFrame())

@@ -171,9 +171,10 @@ def _resolve(live: pl.DataFrame, table: str, name: str, meta: Metadata,
     else:
         given = pl.lit(targets[0] if len(targets) == 1 else None, pl.Utf8)
     candidates = [t for t in (targets or list(names)) if t in names]
-    known = pl.concat([names[t].select(pl.col("id").alias("_id"), pl.lit(t).alias("_table"), pl.col("name").alias("_name"))
-                       for t in candidates]) if candidates else pl.DataFrame(
-        schema={"_id": pl.Utf8, "_table": pl.Utf8, "_name": pl.Utf8})
+    known = pl.DataFrame(schema={"_id": pl.Utf8, "_table": pl.Utf8, "_name": pl.Utf8})
+    if candidates:
+        known = pl.concat([names[t].select(pl.col("id").alias("_id"), pl.lit(t).alias("_table"),
+                                           pl.col("name").alias("_name")) for t in candidates])
     known = known.unique("_id", keep="last", maintain_order=True)
     out = (live.with_columns(pl.col(name).str.to_lowercase().alias("_id"), given.alias("_given"))
            .join(known, on="_id", how="left")

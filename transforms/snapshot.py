@@ -103,8 +103,8 @@ def _event(rule: Rule, pk: str, timestamp: pl.Expr, user: pl.Expr, source: str |
            not_before: pl.Expr, not_after: pl.Expr) -> list[pl.Expr]:
     return [pl.lit(rule.table).alias("object_type"), pl.col(pk).cast(pl.Utf8).alias("object_id"),
             pl.lit(rule.name).alias("activity"), timestamp.alias("timestamp"), user.alias("user_id"),
-            (pl.lit(source) if isinstance(source, str) else source).alias("source"), source_id.alias("source_id"), not_before.alias("not_before"),
-            not_after.alias("not_after")]
+            (pl.lit(source) if isinstance(source, str) else source).alias("source"), source_id.alias("source_id"),
+            not_before.alias("not_before"), not_after.alias("not_after")]
 
 
 def only(frame: pl.LazyFrame, table: str, key: str, objects: pl.LazyFrame | None, how: Among = "semi") -> pl.LazyFrame:

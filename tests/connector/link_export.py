@@ -12,9 +12,9 @@ Rows are dicts of logical names plus `Id`, `SinkModifiedOn`, `IsDelete`, `versio
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 

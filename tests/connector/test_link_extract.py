@@ -257,3 +257,16 @@ def test_a_declared_table_the_export_lacks_is_a_config_error_for_that_table(tmp_
     result = run(tmp_path / "export", tmp_path / "data")
     assert result.exit_code == 2 and "table invoice does not exist in the Link export" in str(result.errors["invoice"])
     assert result.tables["lead"].rows > 0
+
+
+def test_a_table_whose_initial_sync_is_not_completed_is_skipped_with_a_note(tmp_path: Path) -> None:
+    csv_export(tmp_path / "export")
+    model = json.loads((tmp_path / "export" / "model.json").read_text())
+    for entity in model["entities"]:
+        if entity["name"] == "opportunity":
+            entity["annotations"][1]["value"] = "NotStarted"
+    (tmp_path / "export" / "model.json").write_text(json.dumps(model))
+    result = run(tmp_path / "export", tmp_path / "data")
+    assert result.exit_code == 0 and "opportunity" not in result.errors
+    assert "opportunity: not read: its initial sync in the Link export is NotStarted" in result.notes
+    assert not Lake(tmp_path / "data").has_rows("opportunity") and result.tables["lead"].rows > 0
