@@ -177,8 +177,12 @@ class _Run:
         return link_read.read_csv(self.store, self.layout, self.entries, table, specs, old)
 
     def names(self, reads: dict[str, link_read.Read]) -> dict[str, pl.DataFrame]:
-        """(id, name) per table with a primary name: the lake's current rows, then this run's newer ones."""
-        out = {}
+        """(id, name) per table with a primary name: the lake's current rows, then this run's newer ones (none
+        needed when nothing is new: a run without export changes reads no landed page)."""
+        out: dict[str, pl.DataFrame] = {}
+        has_audit = AUDIT in self.layout.entities or AUDIT in self.layout.delta  # its users are named too
+        if not has_audit and not any(read.records.height for read in reads.values()):
+            return out
         for cfg in self.tables.table:
             column = PRIMARY_NAME.get(cfg.name)
             if column is None or column not in cfg.columns:

@@ -133,8 +133,12 @@ def land_frames(records: pl.DataFrame, specs: list[ColumnSpec], table: str, meta
     version = (pl.col("versionnumber") if "versionnumber" in records.columns else pl.lit(None)).cast(pl.Int64)
     order = [c for c in ("sinkmodifiedon", "versionnumber") if c in records.columns]
     live = records.filter(~deleted).with_columns(version.alias(VERSION))
-    live = (live.sort(order, nulls_last=True) if order else live).unique([pk, VERSION], keep="first",
-                                                                        maintain_order=True)
+    # A retried commit repeats a version (docs/LINK.md §1.3 FAQ): one row per (Id, versionnumber), the first
+    # written; a table without versionnumber keeps each (Id, SinkModifiedOn) (D6's version key).
+    sink = pl.col("sinkmodifiedon") if "sinkmodifiedon" in records.columns else pl.lit(None, UTC)
+    live = (live.sort(order, nulls_last=True) if order else live).with_columns(
+        pl.when(pl.col(VERSION).is_null()).then(sink).otherwise(None).alias("_sink_key"))
+    live = live.unique([pk, VERSION, "_sink_key"], keep="first", maintain_order=True)
     columns: list[pl.Expr] = []
     for spec in specs:
         name = spec.logical_name
