@@ -39,6 +39,7 @@ from connector.state import RunManifest, StateStore
 from connector.sync import TableResult
 from ground import stop
 from ground.errors import ConfigError, L2CError, LocalEnvironmentError, local_error
+from ground.stop import Interrupted
 
 log = logging.getLogger("l2c.link")
 PAGE_ROWS = 100_000  # rows per landed page
@@ -56,6 +57,7 @@ def extract_link(settings: Settings, *, progress: Any = None,
         lake.cleanup()
         states.cleanup()
         manifest.save(settings.data_dir)
+        interrupted: Interrupted | None = None
         try:
             _damaged(lake, states, tables, expected(), manifest.run_id, result)
             store = open_store(settings.link_url, settings)
@@ -64,14 +66,18 @@ def extract_link(settings: Settings, *, progress: Any = None,
             _Run(settings, tables, store, layout, entries, meta, lake, states, result, progress).go()
         except L2CError as exc:
             result.errors["run"] = exc
+        except Interrupted as exc:  # between two tables: what landed is committed, the rest comes next run
+            interrupted = exc
         except OSError as exc:
             local = local_error(exc, tree=settings.data_dir)
             if local is None:
                 raise
             result.errors["run"] = local
         result.seconds = time.perf_counter() - started
-        fill_manifest(manifest, result)
+        fill_manifest(manifest, result, interrupted)
         manifest.save(settings.data_dir)
+    if interrupted is not None:
+        raise interrupted
     return result
 
 
@@ -226,8 +232,9 @@ class _Run:
                                      kind="deletions")
             outcome.rows, outcome.deletions = rows.height, deletions.height
             if read.full:
-                page += 1
-                outcome.deletions += self._reconcile(table, pk, records, stream, page)
+                gone = self._reconcile(table, pk, records, stream, page + 1)
+                page += 1 if gone else 0
+                outcome.deletions += gone
         outcome.pages = page
         state = self.states.load(table)
         state.link, state.last_error, state.last_success = read.checkpoint, None, self.now

@@ -59,6 +59,8 @@ class Layout:
     folders: list[str] = field(default_factory=list)  # incremental: complete folders, oldest first
     meta_prefix: str = ""  # where OptionsetMetadata/ is: the newest complete folder's or the root
     syncing: dict[str, str] = field(default_factory=dict)  # tables whose initial sync is not Completed (D7)
+    folder_files: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # folder -> table -> its CSVs
+    models: dict[str, dict[str, Entity]] = field(default_factory=dict)  # folder -> its model.json (read once)
 
 
 def folder_time(name: str) -> datetime | None:
@@ -92,8 +94,14 @@ def discover(store: ExportStore) -> tuple[Layout, dict[str, Entry]]:
         newest = folders[-1] if folders else ""
         model_path = f"{newest}/model.json" if newest else "model.json"
         entities = entities_of(store, model_path, sizes) if model_path in sizes else {}
+        index: dict[str, dict[str, list[str]]] = {}
+        complete_set = set(folders)
+        for path in sorted(sizes):  # one pass: a folder's tables' CSV files (D2 `<TS>/<table>/<yyyy>.csv`)
+            parts = path.split("/")
+            if len(parts) == 3 and parts[0] in complete_set and parts[2].lower().endswith(".csv"):
+                index.setdefault(parts[0], {}).setdefault(parts[1].lower(), []).append(path)
         return Layout("incremental", entities=entities, folders=folders, meta_prefix=f"{newest}/" if newest else "",
-                      syncing=syncing(store, model_path, sizes)), entries
+                      syncing=syncing(store, model_path, sizes), folder_files=index), entries
     if "model.json" in sizes:
         return Layout("csv", entities=entities_of(store, "model.json", sizes),
                       syncing=syncing(store, "model.json", sizes)), entries

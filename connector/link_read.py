@@ -25,6 +25,7 @@ from connector.link_storage import Entry, ExportStore
 from connector.link_values import coerce
 from connector.rows import ColumnSpec
 from connector.state import LinkFile, LinkState
+from ground import stop
 from ground.errors import SourceUnavailable
 
 SYSTEM_KINDS = {"id": "string", "sinkcreatedon": "timestamp", "sinkmodifiedon": "timestamp", "isdelete": "bool",
@@ -115,26 +116,45 @@ def read_incremental(store: ExportStore, layout: Layout, entries: dict[str, Entr
     last = old.folder if old is not None and old.layout == "incremental" else None
     after = folder_time(last) if last else None
     sizes = {path: entry.size for path, entry in entries.items()}
-    parts = []
+    groups: list[tuple[list[str], list[str]]] = []  # consecutive folders' files with the same columns
     reached = last
     for folder in layout.folders:
         when = folder_time(folder)
         if after is not None and when is not None and when <= after:
             continue
-        files = table_files(layout, sizes, table, prefix=f"{folder}/")
+        stop.check()
+        files = layout.folder_files.get(folder, {}).get(table, [])
         if files:
             # The folder's own model.json: its schema when the folder was written (columns are appended later).
-            entity = entities_of(store, f"{folder}/model.json", sizes).get(table) or layout.entities.get(table)
-            if entity is None:
-                entity = _trickle_entity(store, sizes, table)
+            if folder not in layout.models:
+                layout.models[folder] = entities_of(store, f"{folder}/model.json", sizes)
+            entity = layout.models[folder].get(table) or layout.entities.get(table) or _trickle_entity(
+                store, sizes, table)
             names = [name.lower() for name, _ in entity.columns]
-            for path in files:
-                data = store.read(path, 0, entries[path].size)
-                end = link_csv.complete_end(data)
-                parts.append(_typed(link_csv.parse(data[:end], names, path), specs, path))
+            if groups and groups[-1][0] == names:
+                groups[-1][1].extend(files)
+            else:
+                groups.append((names, list(files)))
         reached = folder
+    parts = [_read_many(store, entries, names, paths, specs) for names, paths in groups]
     checkpoint = LinkState(layout="incremental", folder=reached) if reached else LinkState(layout="incremental")
     return Read(_concat(parts), checkpoint)
+
+
+def _read_many(store: ExportStore, entries: dict[str, Entry], names: list[str], paths: list[str],
+               specs: list[ColumnSpec]) -> pl.DataFrame:
+    """Complete files of one schema parsed as one text (a folder holds a few rows per table: thousands of small
+    files); when that fails, file by file, so the error names the file and its row."""
+    texts = []
+    for path in paths:
+        data = store.read(path, 0, entries[path].size).removeprefix(link_csv.BOM)
+        texts.append(data[: link_csv.complete_end(data)])
+    try:
+        return _typed(link_csv.parse(b"".join(texts), names, paths[0]), specs, paths[0])
+    except SourceUnavailable:
+        for path, text in zip(paths, texts, strict=True):
+            _typed(link_csv.parse(text, names, path), specs, path)
+        raise
 
 
 def _trickle_entity(store: ExportStore, sizes: dict[str, int], table: str) -> Entity:
