@@ -46,7 +46,7 @@ def parse(data: bytes, names: list[str], path: str, first_row: int = 0) -> pl.Da
     head = b"," * (width + 1) + b"\n"
     try:
         frame = pl.read_csv(io.BytesIO(head + data), has_header=False, infer_schema=False, quote_char='"',
-                            truncate_ragged_lines=True, raise_if_empty=False)
+                            truncate_ragged_lines=True, raise_if_empty=False, glob=False)
     except pl.exceptions.PolarsError as exc:
         raise SourceUnavailable(f"{path}: not readable as the Link's CSV ({str(exc).splitlines()[0]})",
                                 hint="check that the export is complete (docs/LINK.md D3)") from None
