@@ -14,7 +14,7 @@ from collections import ChainMap
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # The built-in sandbox's org when DATAVERSE_URL is unset (its clock moves with `l2c sandbox advance`).
     sandbox_seed: int = Field(default=42, validation_alias="L2C_SANDBOX_SEED")
     sandbox_leads: int = Field(default=1000, ge=100, validation_alias="L2C_SANDBOX_LEADS")
+    # Where the rows come from: the Dataverse Web API, or an Azure Synapse Link / Link to Fabric export at
+    # L2C_LINK_URL (docs/LINK.md); L2C_LINK_LANGUAGE is the language code of the choice labels read from it.
+    source: Literal["webapi", "link"] = Field(default="webapi", validation_alias="L2C_SOURCE")
+    link_url: str | None = Field(default=None, validation_alias="L2C_LINK_URL")
+    link_language: int = Field(default=1033, ge=1, validation_alias="L2C_LINK_LANGUAGE")
 
     @classmethod
     def settings_customise_sources(
@@ -108,13 +113,13 @@ class Settings(BaseSettings):
 
     @property
     def uses_sandbox(self) -> bool:
-        return not self.dataverse_url
+        return self.source == "webapi" and not self.dataverse_url
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment and `.env`, or ConfigError naming the variable (secrets masked)."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "configuration"
@@ -122,6 +127,11 @@ def load_settings(**overrides: Any) -> Settings:
             f"invalid setting {name}: {first['msg']}",
             hint="fix it in the environment or .env (see README, Configuration)",
         ) from None
+    if settings.source == "link" and not settings.link_url:
+        raise ConfigError("L2C_LINK_URL is not set, and L2C_SOURCE=link reads the export it points to",
+                          hint="set L2C_LINK_URL to the export's folder, abfss:// or OneLake URL (see README, "
+                               "Configuration)")
+    return settings
 
 
 class DotEnvFile(EnvSettingsSource):

@@ -141,7 +141,7 @@ def extract(settings: Settings, *, progress: Any = None,
             result.errors["run"] = _local(exc, data_dir)
         result.seconds = time.perf_counter() - started
         result.requests = with_total(client.stats() if client else {})
-        _fill(manifest, result, interrupted)
+        fill_manifest(manifest, result, interrupted)
         try:
             manifest.save(data_dir)
         except OSError as exc:  # best effort when the run already failed: its own line says why
@@ -267,7 +267,7 @@ def with_total(stats: dict[str, dict[str, float]]) -> dict[str, dict[str, float]
     return {**stats, "total": total}
 
 
-def _fill(manifest: RunManifest, result: ExtractResult, interrupted: Interrupted | None = None) -> None:
+def fill_manifest(manifest: RunManifest, result: ExtractResult, interrupted: Interrupted | None = None) -> None:
     for damage, _ in result.damaged:
         run = manifest.table(damage.table)
         run.damaged = [*run.damaged, f"{damage.page}: {damage.why}"]

@@ -179,6 +179,12 @@ def _write_cache(state_dir: Path, tables: TablesConfig, metas: dict[str, TableMe
     atomic_write(state_dir / CACHE_FILE, lambda handle: handle.write(text), mode=0o600)
 
 
+def save(state_dir: Path, tables: TablesConfig, metas: dict[str, TableMeta], *, now: datetime | None = None) -> None:
+    """Write the cache from metadata read elsewhere (a Link export's model.json: connector/link.py), so the
+    transform types the lake as it would after a Web API run."""
+    _write_cache(state_dir, tables, metas, now or datetime.now(UTC))
+
+
 def primary_ids(state_dir: Path) -> dict[str, str]:
     """Primary key per table from the metadata cache, without a request (empty before the first run)."""
     try:

@@ -148,7 +148,29 @@ class Resume(Document):
     reconcile: bool = False  # at its end, ids the full read did not return are recorded as deleted
 
 
+class LinkFile(Document):
+    """How much of one append-only CSV file of a Link export has landed (docs/LINK.md D6/D7)."""
+
+    consumed: NonNegativeInt  # bytes of complete records read (a half-written last record is not)
+    rows: NonNegativeInt  # records in those bytes (to number a bad row in the file)
+    size: NonNegativeInt  # the file's size and version when read: unchanged = nothing to read
+    version: str
+    crc: NonNegativeInt  # CRC-32 of the consumed bytes: a changed prefix means the file was rewritten
+
+
+class LinkState(Document):
+    """Where the next read of a table from a Link export starts: per CSV file its consumed bytes; for
+    incremental folders the last complete folder read; for Delta the table version read."""
+
+    optional_in_file = frozenset({"files", "folder", "delta_version"})
+    layout: Literal["csv", "incremental", "delta"]
+    files: dict[str, LinkFile] = Field(default_factory=dict)
+    folder: str | None = None
+    delta_version: NonNegativeInt | None = None
+
+
 class TableState(Document):
+    optional_in_file = frozenset({"link"})  # states written before the Link reader have none
     table: str
     mode: Mode | None = None
     delta_link: str | None = None
@@ -160,6 +182,7 @@ class TableState(Document):
     last_error: str | None = None
     rows_total: NonNegativeInt = 0
     token_issued_at: StateTime | None = None  # when the delta token was issued (tokens expire, default 7 days)
+    link: LinkState | None = None  # L2C_SOURCE=link: the table's checkpoint in the export (connector/link.py)
 
 
 class TableRun(Document):

@@ -22,7 +22,10 @@ from transforms.quality import describe
 
 @contextlib.contextmanager
 def resolved(settings: Settings) -> Iterator[Settings]:
-    if settings.uses_sandbox:
+    if settings.source == "link":
+        print(f"l2c: Synapse Link / Fabric Link export {settings.link_url}", flush=True)
+        yield settings
+    elif settings.uses_sandbox:
         from l2c.sandbox_cli import in_process
 
         with RunLock(settings.data_dir):  # refuse (exit 5) before the sandbox writes its files beside the data
@@ -51,7 +54,12 @@ def extract_only(args: argparse.Namespace) -> int:
             last = TransformState.load(settings.data_dir)
             return last.pages if last else ()
 
-        result = extract(settings, progress=progress, expected=expected)
+        if settings.source == "link":
+            from connector.link import extract_link
+
+            result = extract_link(settings, progress=progress, expected=expected)
+        else:
+            result = extract(settings, progress=progress, expected=expected)
     print(summary(result), flush=True)
     for note in result.notes:
         print(f"note: {note}", flush=True)

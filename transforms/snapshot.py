@@ -4,7 +4,11 @@ Pure polars. `events_from_snapshots` compares, per record, consecutive landed ve
 "changed" rule, or an "action" rule's `snapshot` condition, fires when its column moved into the value (as in
 transforms/events.py), dated by the newer version's `modifiedon` and done by its `modifiedby` (source =
 "snapshot_diff", source_id = "<id>@<version>"). That time is exact only when the change was the row's last one
-before the run; the change happened in [older modifiedon, newer modifiedon], kept as the event's window. A
+before the run; the change happened in [older modifiedon, newer modifiedon], kept as the event's window. Versions
+landed from an Azure Synapse Link / Link to Fabric export (their `_stream` starts with "link", connector/link.py)
+are the export's own version history: a change between two of them happened at the newer version's modifiedon
+(docs/LINK.md D6, §8), so their events have source = "link_versions" and that instant as their window; their
+deletions are dated by the export's SinkModifiedOn (an upper bound: when the Link wrote the delete row). A
 "created" rule fires for a record first landed by a later run and created after the previous run started
 (else it predates the first run and its record date dates it). A "deleted" rule fires only for a deletion the
 audit dated (`_deleted_at` differs from `_extracted_at`); change tracking only says when a deletion was
@@ -39,6 +43,7 @@ IDENTITY = ["source", "source_id", "activity"]
 DATE_SLACK = timedelta(days=1)
 # modifiedon and the audit row of one change are stamped in the same transaction; a second covers rounding.
 CLOCK_SLACK = timedelta(seconds=1)
+LINK_STREAM = "link"  # the stream prefix of pages landed from a Link export (connector/link.py)
 UNDATED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "object_type": pl.Utf8, "object_id": pl.Utf8, "activity": pl.Utf8, "seen_at": UTC, "reason": pl.Utf8}
 UNDATED_REASON = ("cannot date: change tracking reports a deletion without its time (only when a run saw it); "
@@ -94,12 +99,12 @@ def _to_utc(column: str, dtype: pl.DataType) -> pl.Expr:
     return pl.col(column).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")  # a Date: its midnight UTC
 
 
-def _event(rule: Rule, pk: str, timestamp: pl.Expr, user: pl.Expr, source: str, source_id: pl.Expr,
+def _event(rule: Rule, pk: str, timestamp: pl.Expr, user: pl.Expr, source: str | pl.Expr, source_id: pl.Expr,
            not_before: pl.Expr, not_after: pl.Expr) -> list[pl.Expr]:
     return [pl.lit(rule.table).alias("object_type"), pl.col(pk).cast(pl.Utf8).alias("object_id"),
             pl.lit(rule.name).alias("activity"), timestamp.alias("timestamp"), user.alias("user_id"),
-            pl.lit(source).alias("source"), source_id.alias("source_id"), not_before.alias("not_before"),
-            not_after.alias("not_after")]
+            (pl.lit(source) if isinstance(source, str) else source).alias("source"), source_id.alias("source_id"),
+            not_before.alias("not_before"), not_after.alias("not_after")]
 
 
 def only(frame: pl.LazyFrame, table: str, key: str, objects: pl.LazyFrame | None, how: Among = "semi") -> pl.LazyFrame:
@@ -133,7 +138,7 @@ def _read_columns(names: list[str], pk: str, rules: list[Rule]) -> list[str]:
     """The columns of a history frame that `events_from_snapshots` reads for `rules`, in the frame's order.
     Chosen before the versions are materialised: a wide table's every column would otherwise be (at 1M
     leads, 1.6 GB for the rule tables' histories against about 0.2 GB for these)."""
-    wanted = {pk, "_version", "modifiedon", "createdon", "_op", "_deleted_at", "_extracted_at", "_run_id",
+    wanted = {pk, "_version", "modifiedon", "createdon", "_op", "_deleted_at", "_extracted_at", "_run_id", "_stream",
               _lake_column(names, "createdby"), _lake_column(names, "modifiedby")}
     wanted |= {_lake_column(names, condition[0]) for rule in rules if (condition := _condition(rule)) is not None}
     return [name for name in names if name in wanted]
@@ -155,19 +160,22 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule], k
         versions = _versions(frame, table, pk, objects, how).collect().lazy()  # once, not once per rule
         version_id = pl.concat_str([pl.col(pk), pl.col("_version").cast(pl.Utf8).fill_null("")], separator="@")
         modified = pl.col("modifiedon").cast(UTC)
+        link = (pl.col("_stream").str.starts_with(LINK_STREAM).fill_null(False) if "_stream" in names
+                else pl.lit(False))
+        source = pl.when(link).then(pl.lit("link_versions")).otherwise(pl.lit("snapshot_diff"))
         for rule in table_rules:
             if rule.trigger == "created" and "createdon" in names:
                 created = pl.col("createdon").cast(UTC)
                 after_a_run = pl.col("_first") & pl.col("_previous_run").is_not_null() & (
                     created > pl.col("_previous_run"))
                 parts.append(versions.filter(after_a_run).select(_event(
-                    rule, pk, created, _user(names, "createdby"), "snapshot_diff", version_id, created, created)))
+                    rule, pk, created, _user(names, "createdby"), source, version_id, created, created)))
             elif rule.trigger == "deleted" and "_deleted_at" in names:
                 dated = (pl.col("_op") == "delete") & pl.col("_deleted_at").ne_missing(pl.col("_extracted_at"))
                 when = pl.col("_deleted_at").cast(UTC)
                 deletions = only(frame, table, pk, objects, how).filter(dated & pl.col("_deleted_at").is_not_null())
                 parts.append(deletions.select(_event(
-                    rule, pk, when, pl.lit(None, pl.Utf8), "snapshot_diff",
+                    rule, pk, when, pl.lit(None, pl.Utf8), source,
                     pl.col(pk).cast(pl.Utf8) + "@deleted", when, when)))
             elif (condition := _condition(rule)) is not None:
                 column = _lake_column(names, condition[0])
@@ -175,8 +183,8 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule], k
                     continue  # declared after these rows were landed: nothing to compare
                 moved = ~pl.col("_first") & _moved(column, condition[1], condition[2]) & modified.is_not_null()
                 parts.append(versions.filter(moved).select(_event(
-                    rule, pk, modified, _user(names, "modifiedby"), "snapshot_diff", version_id,
-                    pl.col("_previous_modified"), modified + CLOCK_SLACK)))
+                    rule, pk, modified, _user(names, "modifiedby"), source, version_id,
+                    pl.when(link).then(modified).otherwise(pl.col("_previous_modified")), modified + CLOCK_SLACK)))
     if not parts:
         return pl.LazyFrame(schema=FALLBACK_SCHEMA)
     events = pl.concat(parts, how="vertical_relaxed").cast(FALLBACK_SCHEMA)  # type: ignore[arg-type]
