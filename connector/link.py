@@ -18,7 +18,9 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import polars as pl
 
@@ -31,18 +33,35 @@ from connector.lake import Lake
 from connector.link_audit import SPECS, audit_frames, new_only
 from connector.link_meta import Layout, Metadata, discover, load_metadata
 from connector.link_rows import PRIMARY_NAME, attributes, cdm_type, land_frames
-from connector.link_storage import Entry, ExportStore, open_store
+from connector.link_storage import Entry, ExportStore, LocalStore
 from connector.lock import RunLock
 from connector.metadata import TableMeta
 from connector.rows import ColumnSpec, column_specs
 from connector.state import RunManifest, StateStore
 from connector.sync import TableResult
 from ground import stop
-from ground.errors import ConfigError, L2CError, LocalEnvironmentError, local_error
+from ground.errors import ConfigError, L2CError, LocalEnvironmentError, SourceUnavailable, local_error
 from ground.stop import Interrupted
 
 log = logging.getLogger("l2c.link")
 PAGE_ROWS = 100_000  # rows per landed page
+REMOTE_SCHEMES = ("abfss", "abfs", "az", "https")  # connector/link_url.py says which forms it takes
+
+
+def open_store(url: str, settings: Settings) -> ExportStore:
+    """The store of the export at `url`: a local folder or file:// URL, else a remote one (connector/link_remote.py,
+    imported only then: adlfs and the Azure SDK load in about a second)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in REMOTE_SCHEMES:
+        from connector.link_remote import open_remote
+
+        return open_remote(url, settings)
+    root = Path(unquote(urlsplit(url).path)) if scheme == "file" else Path(url).expanduser()
+    if not root.is_dir():
+        raise SourceUnavailable(f"not a Synapse Link / Fabric Link export: {url} is not a folder",
+                                hint="set L2C_LINK_URL to the export's root (the folder that holds model.json "
+                                     "or deltalake/)")
+    return LocalStore(root.resolve(), url)
 
 
 def extract_link(settings: Settings, *, progress: Any = None,

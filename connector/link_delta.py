@@ -18,7 +18,8 @@ from ground.errors import SourceUnavailable
 def _open(store: ExportStore, path: str) -> DeltaTable:
     uri, options = store.delta_location(path)
     try:
-        return DeltaTable(uri, storage_options=options or None)
+        with store.trusted():  # object_store builds its HTTPS client here, with the CA it must trust
+            return DeltaTable(uri, storage_options=options or None)
     except Exception as exc:  # deltalake raises its own TableNotFoundError, DeltaError, OSError, ...
         raise SourceUnavailable(f"{path} of the Link export {store.url}: not a readable Delta table "
                                 f"({str(exc).splitlines()[0][:200]})",
@@ -33,7 +34,8 @@ def schema(store: ExportStore, path: str) -> pl.Schema:
     """The columns of the table's newest version, from its log only."""
     uri, options = store.delta_location(path)
     try:
-        return pl.scan_delta(uri, storage_options=options or None).collect_schema()
+        with store.trusted():
+            return pl.scan_delta(uri, storage_options=options or None).collect_schema()
     except Exception as exc:  # as in _open
         raise SourceUnavailable(f"{path} of the Link export {store.url}: not a readable Delta table "
                                 f"({str(exc).splitlines()[0][:200]})",
@@ -44,9 +46,10 @@ def read_table(store: ExportStore, path: str, at: int | None = None) -> pl.DataF
     """The table's rows at its newest version (or `at`), as polars (partition columns included)."""
     table = _open(store, path)
     try:
-        if at is not None:
-            table.load_as_version(at)
-        frame = pl.from_arrow(table.to_pyarrow_table())
+        with store.trusted():
+            if at is not None:
+                table.load_as_version(at)
+            frame = pl.from_arrow(table.to_pyarrow_table())
     except Exception as exc:  # pyarrow's ArrowInvalid / OSError on a cut or missing Parquet file
         raise SourceUnavailable(f"{path} of the Link export {store.url}: a data file does not read "
                                 f"({str(exc).splitlines()[0][:200]})",

@@ -18,8 +18,7 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +35,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
 
 from config.settings import Settings
+from connector.link_storage import Entry
 from connector.link_url import Location, parse_link_url
 from connector.tls import trust_context, untrusted
 from ground.errors import AuthError, ConfigError, L2CError, PermissionDenied, SourceUnavailable
@@ -49,13 +49,6 @@ _NOT_GRANTED = {"AuthorizationPermissionMismatch", "AuthorizationFailure", "Auth
 # Storage's exponential retry of 5xx, timeouts and resets: gives up within about 45 s (backoffs 1+3, 1+9, 1+27 s).
 RETRY: dict[str, Any] = {"initial_backoff": 1, "increment_base": 3, "retry_total": 3, "random_jitter_range": 2}
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Entry:
-    path: str  # relative to the export root, "/" separators
-    size: int
-    version: str = ""  # the blob's ETag
 
 
 class _TrustingTransport(AioHttpTransport):  # type: ignore[misc]
@@ -213,6 +206,9 @@ class RemoteStore:
         data: bytes = self._guarded(f"read {path}",
                                     lambda: self._fs.cat_file(self.location.key(path), start=start, end=end))
         return data
+
+    def trusted(self) -> AbstractContextManager[None]:
+        return object_store_trust(self._settings)
 
     def delta_location(self, path: str) -> tuple[str, dict[str, str]]:
         """The table URI and deltalake storage options (object_store's Azure keys: docs.rs object_store

@@ -1,23 +1,21 @@
 """Where a Link export lives, behind one small interface: list files, read byte ranges, locate a Delta table.
 
-`open_store(url, settings)` gives an `ExportStore`: a local folder (or `file://` URL) here as `LocalStore`; an
-`abfss://`, `az://` or `https://` URL (ADLS Gen2, OneLake: docs/LINK.md §9, D1) through
-`connector.link_remote.open_remote`, imported only when such a URL is used. Paths are relative to the export
-root with "/" separators; an entry's `version` (etag remotely, mtime in nanoseconds here) tells a rewritten
-file from an appended one together with its size. A missing root is SourceUnavailable (exit 4).
+An `ExportStore` is a local folder (or `file://` URL) here as `LocalStore`, or an `abfss://`, `az://` or
+`https://` URL (ADLS Gen2, OneLake: docs/LINK.md §9, D1) as connector/link_remote.py's `RemoteStore`;
+connector/link.py's `open_store` picks one. Paths are relative to the export root with "/" separators; an
+entry's `version` (etag remotely, mtime in nanoseconds here) tells a rewritten file from an appended one
+together with its size. A missing root is SourceUnavailable (exit 4).
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import Protocol
 
 from ground.errors import SourceUnavailable
-
-REMOTE_SCHEMES = ("abfss", "abfs", "az", "https")
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,10 @@ class ExportStore(Protocol):
 
     def delta_location(self, path: str) -> tuple[str, dict[str, str]]:
         """(table URI, deltalake storage_options) of the Delta table at `path`."""
+        ...
+
+    def trusted(self) -> AbstractContextManager[None]:
+        """The context in which deltalake opens and reads a table of this store (the CA it must trust)."""
         ...
 
 
@@ -75,18 +77,6 @@ class LocalStore:
     def delta_location(self, path: str) -> tuple[str, dict[str, str]]:
         return str(self.root / path), {}
 
+    def trusted(self) -> AbstractContextManager[None]:
+        return nullcontext()  # local files: no TLS
 
-def open_store(url: str, settings: Any) -> ExportStore:
-    """The store of the export at `url`: a local folder or file:// URL, else a remote one (connector.link_remote)."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in REMOTE_SCHEMES:
-        from connector.link_remote import open_remote  # written beside this reader; needs adlfs
-
-        store: ExportStore = open_remote(url, settings)
-        return store
-    root = Path(unquote(urlsplit(url).path)) if scheme == "file" else Path(url).expanduser()
-    if not root.is_dir():
-        raise SourceUnavailable(f"not a Synapse Link / Fabric Link export: {url} is not a folder",
-                                hint="set L2C_LINK_URL to the export's root (the folder that holds model.json "
-                                     "or deltalake/)")
-    return LocalStore(root.resolve(), url)
