@@ -174,9 +174,11 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule], k
                 dated = (pl.col("_op") == "delete") & pl.col("_deleted_at").ne_missing(pl.col("_extracted_at"))
                 when = pl.col("_deleted_at").cast(UTC)
                 deletions = only(frame, table, pk, objects, how).filter(dated & pl.col("_deleted_at").is_not_null())
+                # A Link export's delete row is dated when the Link wrote it: the delete happened before, so any
+                # audited Delete of the record up to then is the same fact (an open window: combine keeps audit's).
                 parts.append(deletions.select(_event(
-                    rule, pk, when, pl.lit(None, pl.Utf8), source,
-                    pl.col(pk).cast(pl.Utf8) + "@deleted", when, when)))
+                    rule, pk, when, pl.lit(None, pl.Utf8), source, pl.col(pk).cast(pl.Utf8) + "@deleted",
+                    pl.when(link).then(pl.lit(None, UTC)).otherwise(when), when)))
             elif (condition := _condition(rule)) is not None:
                 column = _lake_column(names, condition[0])
                 if column is None:
@@ -262,8 +264,9 @@ def combine(audit: pl.LazyFrame, snapshot: pl.LazyFrame, record_dates: pl.LazyFr
     for lower in (snapshot, record_dates):
         lower = lower.cast(FALLBACK_SCHEMA).collect().lazy()  # type: ignore[arg-type]
         higher = kept.lazy().select(*KEY, pl.col("not_before").alias("_from"), pl.col("not_after").alias("_to"))
-        overlaps = ((pl.col("_to").is_null() | (pl.col("not_before") <= pl.col("_to")))
-                    & (pl.col("not_after").is_null() | (pl.col("_from") <= pl.col("not_after"))))
+        overlaps = ((pl.col("_to").is_null() | pl.col("not_before").is_null() | (pl.col("not_before") <= pl.col("_to")))
+                    & (pl.col("not_after").is_null() | pl.col("_from").is_null()
+                       | (pl.col("_from") <= pl.col("not_after"))))
         same = lower.join(higher, on=KEY, how="inner").filter(overlaps).select(IDENTITY).unique()
         kept = pl.concat([kept.lazy(), lower.join(same, on=IDENTITY, how="anti")], how="vertical").collect()
     return kept.lazy().select(list(EVENT_SCHEMA))

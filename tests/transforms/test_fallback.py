@@ -232,3 +232,18 @@ def test_combine_keeps_one_event_per_fact_and_a_repeat_the_audit_missed() -> Non
     # no duplicate when audit and snapshot see the same change, in either order of the inputs
     alone = combine(audit, snapshot.head(1), pl.LazyFrame(schema=snapshot.collect_schema())).collect()
     assert alone.filter(pl.col("activity") == "Payment Received").get_column("source").to_list() == ["audit"]
+
+
+def test_combine_drops_a_link_deletion_the_audit_dated_before_the_link_wrote_it() -> None:
+    """A Link export's delete row is dated when the Link wrote it (SinkModifiedOn), after the real delete: its
+    window opens with no start, and an audited Delete at any time up to its date is the same fact."""
+    t = datetime(2026, 1, 2, 10, tzinfo=UTC)
+    audit = _events([("quote", "q1", "Quote Deleted", t, "u1", "audit", "a1")])
+    link = _fallback([
+        ("quote", "q1", "Quote Deleted", t + timedelta(minutes=14), None, "link_versions", "q1@deleted", None,
+         t + timedelta(minutes=14)),
+        # a record the audit has no Delete for (e.g. past its retention): kept
+        ("quote", "q2", "Quote Deleted", t, None, "link_versions", "q2@deleted", None, t),
+    ])
+    merged = combine(audit, link, pl.LazyFrame(schema=link.collect_schema())).collect()
+    assert sorted(merged.get_column("source_id")) == ["a1", "q2@deleted"]
