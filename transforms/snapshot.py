@@ -6,9 +6,12 @@ transforms/events.py), dated by the newer version's `modifiedon` and done by its
 "snapshot_diff", source_id = "<id>@<version>"). That time is exact only when the change was the row's last one
 before the run; the change happened in [older modifiedon, newer modifiedon], kept as the event's window. Versions
 landed from an Azure Synapse Link / Link to Fabric export (their `_stream` starts with "link", connector/link.py)
-are the export's own version history: a change between two of them happened at the newer version's modifiedon
-(docs/LINK.md D6, §8), so their events have source = "link_versions" and that instant as their window; their
-deletions are dated by the export's SinkModifiedOn (an upper bound: when the Link wrote the delete row). A
+have source = "link_versions": an append-only export holds a version per sync cycle in which the row changed,
+so the newer version's modifiedon is the change's own time unless a later change of the same cycle overwrote it
+(docs/LINK.md §8), and a Delta export holds the latest row per Id at each version the reader saw; the window stays
+[older modifiedon, newer modifiedon], so the audit's event of the same change (a Delta export carries the audit
+table) wins in `combine`. Their deletions are dated by the export's SinkModifiedOn (an upper bound: when the
+Link wrote the delete row), with a window open before it. A
 "created" rule fires for a record first landed by a later run and created after the previous run started
 (else it predates the first run and its record date dates it). A "deleted" rule fires only for a deletion the
 audit dated (`_deleted_at` differs from `_extracted_at`); change tracking only says when a deletion was
@@ -186,7 +189,7 @@ def events_from_snapshots(history: dict[str, pl.LazyFrame], rules: list[Rule], k
                 moved = ~pl.col("_first") & _moved(column, condition[1], condition[2]) & modified.is_not_null()
                 parts.append(versions.filter(moved).select(_event(
                     rule, pk, modified, _user(names, "modifiedby"), source, version_id,
-                    pl.when(link).then(modified).otherwise(pl.col("_previous_modified")), modified + CLOCK_SLACK)))
+                    pl.col("_previous_modified"), modified + CLOCK_SLACK)))
     if not parts:
         return pl.LazyFrame(schema=FALLBACK_SCHEMA)
     events = pl.concat(parts, how="vertical_relaxed").cast(FALLBACK_SCHEMA)  # type: ignore[arg-type]
