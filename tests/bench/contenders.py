@@ -13,6 +13,8 @@ never from a `.env`: the bench runs us in a scratch directory. Prints one JSON o
 - `io_floor`: DuckDB reading every table's Parquet of the lake (or given globs) and writing it once (`COPY ... TO`).
 - `tile`: a synthetic audit history of N rows (the lake's audit rows and details repeated under new ids).
 - `audit_events`: l2c's audit -> events transform (transforms/events.py) over such a history.
+- `link_export`: `l2c sandbox export-link` of an org (simulated here, not measured) into a folder.
+- `link_run`: `l2c run` with L2C_SOURCE=link over such a folder: extract and transform, each timed.
 """
 
 from __future__ import annotations
@@ -260,8 +262,38 @@ def run_audit_events(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": round(time.perf_counter() - started, 2), "events": events.height}
 
 
+def run_link_export(args: dict[str, Any]) -> dict[str, Any]:
+    from sandbox.link_export import LinkOptions, export_link
+    from sandbox.orgdata import BASE_CLOCK
+    from sandbox.simulator import simulate
+
+    started = time.perf_counter()
+    org = simulate(int(args["seed"]), int(args["leads"]), BASE_CLOCK)
+    simulated = time.perf_counter() - started
+    result = export_link(org, Path(args["out"]), LinkOptions(format=args["format"], mode=args.get("mode",
+                                                                                                   "append-only")))
+    return {"seconds": round(result.seconds, 2), "simulate_s": round(simulated, 2), "rows": result.rows,
+            "bytes": sum(p.stat().st_size for p in Path(args["out"]).rglob("*") if p.is_file())}
+
+
+def run_link_run(args: dict[str, Any]) -> dict[str, Any]:
+    from connector.link import extract_link
+    from sql.load import transform_and_load
+
+    config = settings()
+    started = time.perf_counter()
+    result = extract_link(config)
+    extracted = time.perf_counter() - started
+    assert result.exit_code == 0, {k: str(v) for k, v in result.errors.items()}
+    built = transform_and_load(config)
+    total = time.perf_counter() - started
+    return {"seconds": round(total, 2), "extract_s": round(extracted, 2), "transform_s": round(total - extracted, 2),
+            "rows": sum(t.rows for t in result.tables.values()), "events": built.events}
+
+
 CONTENDERS = {"extract": run_extract, "floor": run_floor, "sdk": run_sdk, "transform": run_transform,
-              "io_floor": run_io_floor, "tile": run_tile, "audit_events": run_audit_events}
+              "io_floor": run_io_floor, "tile": run_tile, "audit_events": run_audit_events,
+              "link_export": run_link_export, "link_run": run_link_run}
 
 
 def main(argv: list[str]) -> None:
