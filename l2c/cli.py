@@ -126,9 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="l2c",
         description="Dataverse lead-to-cash connector: incremental extraction into a Parquet lake and a "
         "process-mining event log (Parquet + DuckDB). Without DATAVERSE_URL it runs against the built-in "
-        "sandbox.",
+        "sandbox; with L2C_SOURCE=link it reads an Azure Synapse Link / Link to Fabric export at L2C_LINK_URL "
+        "instead of the Web API.",
         epilog="exit codes: 0 ok; 2 bad configuration or usage; 3 authentication or permission; 4 Dataverse "
-        "unavailable after retries; 5 another run holds the data directory; 6 the local environment refuses (disk "
+        "(or the Link export) unavailable after retries; 5 another run holds the data directory; 6 the local environment refuses (disk "
         "full, read-only, permission denied, a path that cannot be used); 130/143 interrupted (SIGINT/SIGTERM); 1 a "
         "bug.",
     )

@@ -46,7 +46,8 @@ class Org:
         self.root, self.web = root, root / "web"
         self._monkeypatch, self._capsys = monkeypatch, capsys
 
-    def l2c(self, data: Path, *args: str, **env: str) -> str:
+    def call(self, data: Path, *args: str, **env: str) -> tuple[int, str, str]:
+        """`l2c ARGS` in this process with L2C_DATA_DIR=data: exit code, stdout, stderr."""
         with self._monkeypatch.context() as scoped:
             for name in [n for n in os.environ if n.startswith(("DATAVERSE_", "AZURE_", "L2C_"))]:
                 scoped.delenv(name)
@@ -56,6 +57,10 @@ class Org:
             self._capsys.readouterr()
             code = main(list(args))
             out, err = self._capsys.readouterr()
+        return code, out, err
+
+    def l2c(self, data: Path, *args: str, **env: str) -> str:
+        code, out, err = self.call(data, *args, **env)
         assert code == 0, err
         return out
 
@@ -164,3 +169,35 @@ def test_an_export_in_azure_storage_gives_the_local_folders_event_log(org: Org, 
         local = org.link(org.root / f"{fmt}-local", str(export))
         url = upload(azurite, export, f"dataverse-l2c-{fmt}")
         assert org.link(org.root / f"{fmt}-remote", url, **remote).equals(local), fmt
+
+
+def fingerprint(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_half_written_or_broken_export_file_loses_nothing_landed(org: Org) -> None:
+    """A row the Link is still writing waits for the next run; a broken row stops its table with exit 4 and one
+    line naming the file, leaves the lake and the outputs as they were, and the run after the repair equals a
+    full run over the repaired export."""
+    org.l2c(org.web, "sandbox", "advance", "--days", "3")
+    csv = org.export("csv")
+    data = org.root / "csv"
+    org.link(data, str(csv))
+    newest = max((csv / "lead").glob("*.csv"))
+    clean = newest.read_bytes()
+    row = clean.splitlines(keepends=True)[-1]
+    newest.write_bytes(clean + row[: len(row) // 2])  # the Link is writing a row: no end of line yet
+    assert "lead: link, 0 rows" in org.l2c(data, "extract", L2C_SOURCE="link", L2C_LINK_URL=str(csv))
+
+    newest.write_bytes(clean + row.rstrip(b"\n") + b',"x"\n')  # a row with one field too many
+    lake, outputs = fingerprint(data / "raw"), {n: (data / n).read_bytes() for n in ("event_log.parquet",
+                                                                                    "cases.parquet")}
+    code, _, err = org.call(data, "run", L2C_SOURCE="link", L2C_LINK_URL=str(csv))
+    errors = [line for line in err.splitlines() if line.startswith("l2c: error")]
+    assert code == 4 and len(errors) == 1 and f"lead/{newest.name}" in errors[0], err
+    assert "Traceback" not in err
+    assert fingerprint(data / "raw") == lake
+    assert {n: (data / n).read_bytes() for n in outputs} == outputs
+
+    newest.write_bytes(clean)  # repaired (the Link rewrote the file): read again whole, nothing lost or doubled
+    assert org.link(data, str(csv)).equals(org.link(org.root / "csv-full", str(csv)))
