@@ -55,8 +55,13 @@ def _doctor(args: argparse.Namespace) -> int:
     from connector.doctor import doctor
     from l2c.pipeline import resolved
 
-    with resolved(load_settings()) as settings:
-        return doctor(settings)
+    settings = load_settings()
+    if settings.source == "link":
+        from connector.link_doctor import doctor_link
+
+        return doctor_link(settings)
+    with resolved(settings) as resolved_settings:
+        return doctor(resolved_settings)
 
 
 def _transform(args: argparse.Namespace) -> int:
@@ -129,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sandbox; with L2C_SOURCE=link it reads an Azure Synapse Link / Link to Fabric export at L2C_LINK_URL "
         "instead of the Web API.",
         epilog="exit codes: 0 ok; 2 bad configuration or usage; 3 authentication or permission; 4 Dataverse "
-        "(or the Link export) unavailable after retries; 5 another run holds the data directory; 6 the local environment refuses (disk "
-        "full, read-only, permission denied, a path that cannot be used); 130/143 interrupted (SIGINT/SIGTERM); 1 a "
-        "bug.",
+        "(or the Link export) unavailable after retries; 5 another run holds the data directory; 6 the local "
+        "environment refuses (disk full, read-only, permission denied, a path that cannot be used); 130/143 "
+        "interrupted (SIGINT/SIGTERM); 1 a bug.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

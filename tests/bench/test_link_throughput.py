@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]
 
 SIZES = ([int(n) for n in os.environ["L2C_BENCH_LINK_SIZES"].split(",")] if os.environ.get("L2C_BENCH_LINK_SIZES")
          else [100_000] + ([1_000_000] if os.environ.get("L2C_BENCH_1M") == "1" else []))
-HEADER = ("| leads | export | export s | export MB | rows landed | events | first run s (extract + transform) "
+HEADER = ("| leads | export | export s | export MB | table rows landed | events | first run s (extract + transform) "
           "| first run peak MB | no-change run s | no-change peak MB | load |")
 
 

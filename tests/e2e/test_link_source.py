@@ -127,6 +127,8 @@ def test_link_exports_give_the_web_api_paths_events_and_stay_equal_to_a_full_run
     assert org.link(org.root / "delta", str(delta)).equals(web)
     truth, collapsed = org.truth()
     assert_versions_give_the_audit_events(org.link(org.root / "csv", str(csv)), web, truth, collapsed)
+    checked = org.l2c(org.root / "csv", "doctor", L2C_SOURCE="link", L2C_LINK_URL=str(csv))  # the export, no Web API
+    assert "ok   lead: exported" in checked and "warn audit: no audit table" in checked
 
     org.l2c(org.web, "sandbox", "advance", "--days", "20")
     org.l2c(org.web, "run")
