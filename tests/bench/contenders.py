@@ -284,11 +284,13 @@ def run_link_run(args: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     result = extract_link(config)
     extracted = time.perf_counter() - started
+    extract_peak = peak_mb()  # VmHWM only grows: the extract's peak, before the transform's
     assert result.exit_code == 0, {k: str(v) for k, v in result.errors.items()}
     built = transform_and_load(config)
     total = time.perf_counter() - started
     return {"seconds": round(total, 2), "extract_s": round(extracted, 2), "transform_s": round(total - extracted, 2),
-            "rows": sum(t.rows for t in result.tables.values()), "events": built.events}
+            "extract_peak_mb": extract_peak, "rows": sum(t.rows for t in result.tables.values()),
+            "events": built.events}
 
 
 CONTENDERS = {"extract": run_extract, "floor": run_floor, "sdk": run_sdk, "transform": run_transform,
