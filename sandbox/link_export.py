@@ -122,7 +122,7 @@ def export_link(org: OrgData, out: Path, options: LinkOptions) -> ExportResult:
     elif options.incremental:
         rows = write_incremental(org, out, cycles, after, upto, sizes, cursor, synced)
     elif options.mode == "append-only":
-        rows = write_append_only(org, out, cycles, after, upto, sizes, synced)
+        rows = write_append_only(org, out, cycles, after, upto, sizes, cursor, synced)
     else:
         rows = write_in_place(org, out, cycles, upto, synced)
     cursor.update(batch=upto, clock=org.clock.isoformat(), published_until=cycles.end_of(upto))

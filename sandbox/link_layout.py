@@ -23,6 +23,7 @@ import polars as pl
 
 from ground.files import atomic_write, make_dirs
 from sandbox.link_csv import export_columns, line, render
+from sandbox.link_late import append_order, is_late, recommit_targets, recommits
 from sandbox.link_model import META_COLUMNS, entity, entity_metadata, metadata_frames, model, partition_location
 from sandbox.link_rows import current_rows, export_rows
 from sandbox.link_versions import LINK_TABLES, Cycles
@@ -106,14 +107,21 @@ def _root_model(org: OrgData, out: Path, synced: str, *, with_partitions: bool) 
 
 
 def write_append_only(org: OrgData, out: Path, cycles: Cycles, after: int, upto: int, sizes: Sizes,
-                      synced: str) -> int:
-    """Append the rows of batches after..upto to `<table>/<yyyy>.csv`; returns the rows appended."""
+                      cursor: dict[str, Any], synced: str) -> int:
+    """Append the rows of batches after..upto to `<table>/<yyyy>.csv`, a late batch's after a later one's
+    (sandbox/link_late.py); cursor["uncommitted"] keeps, per table, the late batches still waiting. Returns the
+    rows appended."""
     appended = 0
+    waiting: dict[str, list[int]] = cursor.get("uncommitted") or {}
     for name in LINK_TABLES:
-        rows = export_rows(org, TABLES[name], cycles, upto, after)
+        pending = waiting.get(name, [])
+        earlier = [export_rows(org, TABLES[name], cycles, b, b - 1) for b in pending]
+        own = export_rows(org, TABLES[name], cycles, upto, after)
+        rows, waiting[name] = append_order(own, pl.concat([own.clear(), *earlier]), pending, org.seed)
         appended += rows.height
         for part, text in _lines(rows, name, ["_part"]).iter_rows():
             _append(out, out / name / f"{part}.csv", text.encode("utf-8"), sizes)
+    cursor["uncommitted"] = {name: batches for name, batches in waiting.items() if batches}
     _metadata_files(out, _replace, _metadata_texts())
     _root_model(org, out, synced, with_partitions=True)
     return appended
@@ -138,11 +146,19 @@ def write_in_place(org: OrgData, out: Path, cycles: Cycles, upto: int, synced: s
 def write_incremental(org: OrgData, out: Path, cycles: Cycles, after: int, upto: int, sizes: Sizes,
                       cursor: dict[str, Any], synced: str) -> int:
     """New timestamp folders for the batches after..upto that changed; the folder that was in progress is
-    completed first. Updates cursor["in_progress"]; returns the rows written."""
+    completed first, unless it is a late batch's (abandoned: its rows go into the next folder that completes,
+    sandbox/link_late.py). Updates cursor["in_progress"] and cursor["uncommitted"] (late batches whose rows wait
+    for a next folder); returns the rows written."""
+    frames = {name: export_rows(org, TABLES[name], cycles, upto, after) for name in LINK_TABLES}
+    pending: list[int] = cursor.get("uncommitted", [])
+    batches = sorted(set().union(*(f.get_column("_batch").unique().to_list() for f in frames.values())))
+    targets = recommit_targets(pending, batches, org.seed)
     rows_by_batch: dict[int, list[tuple[str, str, str]]] = {}
     written = 0
-    for name in LINK_TABLES:
-        rows = export_rows(org, TABLES[name], cycles, upto, after)
+    for name, own in frames.items():
+        earlier = [export_rows(org, TABLES[name], cycles, b, b - 1) for b in pending if b in targets]
+        again = recommits(pl.concat([*earlier, own]), targets, cycles, org.seed)
+        rows = pl.concat([again, own]).sort("_batch", maintain_order=True)  # re-commits first in their folder
         written += rows.height
         for batch, part, text in _lines(rows, name, ["_batch", "_part"]).iter_rows():
             rows_by_batch.setdefault(batch, []).append((name, part, text))
@@ -151,7 +167,7 @@ def write_incremental(org: OrgData, out: Path, cycles: Cycles, after: int, upto:
     completed: list[str] = []
     previous: str | None = cursor.get("in_progress")
     for batch in sorted(rows_by_batch):
-        if previous is not None:
+        if previous is not None and not is_late(_batch_of(previous, cycles), org.seed):
             _complete(org, out, previous, template)
             completed.append(previous)
         end = cycles.end_of(batch)
@@ -170,9 +186,16 @@ def write_incremental(org: OrgData, out: Path, cycles: Cycles, after: int, upto:
         _append(out, out / CHANGELOG / "Synapse.log", "".join(f"{c}\n" for c in completed).encode("utf-8"),
                 sizes)
     cursor["in_progress"] = previous
+    cursor["uncommitted"] = sorted(b for b in {*pending, *batches} if is_late(b, org.seed) and b not in targets)
     if not (out / "model.json").exists():
         _replace(out / "model.json", model(list(template.values())))  # D2: schema only, partitions []
     return written
+
+
+def _batch_of(folder: str, cycles: Cycles) -> int:
+    """The batch whose end names `folder` (folder_name's inverse)."""
+    end = int(datetime.strptime(folder, FOLDER_FORMAT).replace(tzinfo=UTC).timestamp())
+    return (end - cycles.end_of(-1)) // cycles.interval_s - 1
 
 
 def _complete(org: OrgData, out: Path, folder: str, template: dict[str, dict[str, Any]]) -> None:
