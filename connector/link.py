@@ -45,6 +45,7 @@ from ground.stop import Interrupted
 
 log = logging.getLogger("l2c.link")
 PAGE_ROWS = 100_000  # rows per landed page
+AUDIT_BATCH_ROWS = 100_000  # audit rows read, decoded and landed at a time (Delta exports)
 REMOTE_SCHEMES = ("abfss", "abfs", "az", "https")  # connector/link_url.py says which forms it takes
 
 
@@ -175,18 +176,28 @@ class _Run:
                 self._fail(AUDIT, exc)
 
     def audit(self, types: dict[tuple[str, str], str], users: pl.DataFrame | None) -> None:
-        read = self.read(AUDIT, SPECS)
+        """The export's audit table, landed a batch at a time (millions of rows at 1M leads, each with its
+        changedata): each batch's new rows and details are pages of their own, and the checkpoint moves only
+        after the last. A run killed between batches reads the version again; the lake keeps each auditid once."""
+        old = self.states.load(AUDIT).link
+        if self.layout.kind == "delta":
+            batches, checkpoint = link_read.read_delta_batches(self.store, self.layout.delta[AUDIT], SPECS, old,
+                                                               AUDIT_BATCH_ROWS)
+        else:
+            read = self.read(AUDIT, SPECS)
+            batches, checkpoint = iter([read.records] if read.records.height else []), read.checkpoint
         outcome = AuditResult()
-        if read.records.height:
-            rows, details = new_only(self.lake, *audit_frames(read.records, types, users))
-            stream = f"link-{self.run_id}"
+        stream = f"link-{self.run_id}"
+        for page, records in enumerate(batches, start=1):
+            stop.check()
+            rows, details = new_only(self.lake, *audit_frames(records, types, users))
             for table, frame in ((AUDIT, rows), (DETAILS, details)):
                 if frame.height:
-                    self.lake.write_page(table, stream, 1, frame, run_id=self.run_id, extracted_at=self.now)
+                    self.lake.write_page(table, stream, page, frame, run_id=self.run_id, extracted_at=self.now)
                     outcome.pages += 1
-            outcome.rows, outcome.details = rows.height, details.height
+            outcome.rows, outcome.details = outcome.rows + rows.height, outcome.details + details.height
         state = self.states.load(AUDIT)
-        state.link, state.last_error, state.last_success = read.checkpoint, None, self.now
+        state.link, state.last_error, state.last_success = checkpoint or old, None, self.now
         state.rows_total += outcome.rows
         self.states.save(state)
         self.result.audit = outcome

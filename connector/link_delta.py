@@ -8,6 +8,8 @@ Parquet file that does not read (cut, corrupt, vacuumed under the reader) is Sou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import polars as pl
 from deltalake import DeltaTable
 
@@ -57,3 +59,21 @@ def read_table(store: ExportStore, path: str, at: int | None = None) -> pl.DataF
                                      "was landed from it") from None
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def batches(store: ExportStore, path: str, rows: int) -> Iterator[pl.DataFrame]:
+    """The table's rows at its newest version, `rows` at a time (an audit table holds millions: read whole, its
+    text and the details decoded from it took more memory than a 1M-lead org's machine has)."""
+    table = _open(store, path)
+    try:
+        with store.trusted():
+            for batch in table.to_pyarrow_dataset().to_batches(batch_size=rows):
+                if batch.num_rows:
+                    frame = pl.from_arrow(batch)
+                    assert isinstance(frame, pl.DataFrame)
+                    yield frame
+    except Exception as exc:  # as in read_table
+        raise SourceUnavailable(f"{path} of the Link export {store.url}: a data file does not read "
+                                f"({str(exc).splitlines()[0][:200]})",
+                                hint="check that the export is complete (docs/LINK.md §6); nothing of this table "
+                                     "was landed from it") from None

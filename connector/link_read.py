@@ -15,6 +15,7 @@ Per layout (docs/LINK.md D2, D6, D7):
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -174,6 +175,18 @@ def read_delta(store: ExportStore, path: str, specs: list[ColumnSpec], old: Link
     frame = link_delta.read_table(store, path)
     return Read(_typed(frame, specs, f"{path} (Delta version {version})"),
                 LinkState(layout="delta", delta_version=version), full=True)
+
+
+def read_delta_batches(store: ExportStore, path: str, specs: list[ColumnSpec], old: LinkState | None,
+                       rows: int) -> tuple[Iterator[pl.DataFrame], LinkState | None]:
+    """As `read_delta`, a batch of `rows` at a time: (the typed batches, the checkpoint once all are landed), or
+    (no batch, None) when the version is the one read last."""
+    version = link_delta.version(store, path)
+    if old is not None and old.layout == "delta" and old.delta_version == version:
+        return iter(()), None
+    where = f"{path} (Delta version {version})"
+    typed = (_typed(batch, specs, where) for batch in link_delta.batches(store, path, rows))
+    return typed, LinkState(layout="delta", delta_version=version)
 
 
 def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
