@@ -4,15 +4,17 @@ events of the default activity catalogue, and a JSON document with one field cha
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 
 from config.settings import Settings
 from sandbox.runtime import Sandbox
 from sandbox.simulator import ACTIVITIES
+from tests.connector.azurite import Azurite, start_azurite, stop
 
 
 def settings_for(sandbox: Sandbox, data_dir: Path, **extra: Any) -> Settings:
@@ -51,3 +53,15 @@ def with_field(document: dict[str, Any], path: Sequence[str], value: Any) -> dic
     else:
         node[name] = value
     return changed  # type: ignore[no-any-return]
+
+
+# --- azurite: Microsoft's Azure Storage emulator over HTTPS (tests/connector/azurite.py): the remote
+# Link export tests of tests/connector and tests/e2e ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    process, service = start_azurite(tmp_path_factory.mktemp("azurite"))
+    try:
+        yield service
+    finally:
+        stop(process)

@@ -18,7 +18,6 @@ from connector.http import DataverseClient
 from sandbox.runtime import OrgState, Sandbox
 from sandbox.schema import TABLES
 from sandbox.tls import SandboxTLS, make_tls
-from tests.connector.azurite import Azurite, start_azurite, stop
 from tests.realdata.org import ScriptedOrg
 
 SCRUBBED_PREFIXES = ("DATAVERSE_", "AZURE_", "L2C_")
@@ -135,14 +134,3 @@ def expected_details(sandbox: Sandbox) -> set[str]:
             if (operation == OP_UPDATE and mask_numbers(mask) & numbers) or operation == OP_DELETE:
                 out.add(auditid)
     return out
-
-
-# --- azurite: Microsoft's Azure Storage emulator over HTTPS (tests/connector/azurite.py) -----------------------
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    process, service = start_azurite(tmp_path_factory.mktemp("azurite"))
-    try:
-        yield service
-    finally:
-        stop(process)

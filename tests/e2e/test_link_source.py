@@ -16,7 +16,6 @@ simulator's truth.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from sandbox.link_versions import collapsed_changes
 from sandbox.runtime import OrgState, load_state
 from sandbox.simulator import simulate
 from tests.conftest import in_catalogue
-from tests.connector.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, start_azurite, stop
+from tests.connector.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 
 SEED, LEADS = "11", "300"
 INTERVAL = timedelta(minutes=15)  # export-link's default sync cycle
@@ -143,15 +142,6 @@ def test_link_exports_give_the_web_api_paths_events_and_stay_equal_to_a_full_run
         assert incremental[fmt].equals(full), fmt
         assert pl.read_parquet(org.root / fmt / "cases.parquet").equals(
             pl.read_parquet(org.root / f"{fmt}-full" / "cases.parquet")), fmt
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    process, service = start_azurite(tmp_path_factory.mktemp("azurite"))
-    try:
-        yield service
-    finally:
-        stop(process)
 
 
 def upload(azurite: Azurite, folder: Path, container: str) -> str:
