@@ -19,9 +19,11 @@ import pytest
 import requests
 
 from connector.tls import trusting_session
+from sandbox.orgdata import OrgData
 from sandbox.runtime import CLIENT_ID, TENANT_ID, OrgState, Sandbox, SandboxOptions
 from sandbox.schema import DATA_TABLES, TABLES
 from sandbox.server import Faults, SandboxServer
+from sandbox.simulator import simulate
 from sandbox.tls import SandboxTLS, make_tls
 from sandbox.wire import App
 
@@ -225,3 +227,10 @@ def deltatoken(link: str) -> tuple[int, datetime]:
     [token] = [value for name, value in parse_qsl(urlsplit(link).query) if name == "$deltatoken"]
     version, _, stamp = token.partition("!")
     return int(version), datetime.strptime(stamp, "%m/%d/%Y %H:%M:%S").replace(tzinfo=UTC)
+
+
+@pytest.fixture(scope="session", name="org")
+def link_org() -> OrgData:
+    """The small org the Link export tests (test_link_*.py) write, simulated once per session; modules that need
+    another org (test_simulator.py, test_custom_table.py) define their own `org`."""
+    return simulate(7, 120)

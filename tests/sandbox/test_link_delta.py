@@ -23,11 +23,6 @@ META = ("OptionsetMetadata", "GlobalOptionsetMetadata", "StateMetadata", "Status
 
 
 @pytest.fixture(scope="module")
-def org() -> OrgData:
-    return simulate(7, 120)
-
-
-@pytest.fixture(scope="module")
 def exported(org: OrgData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("delta") / "link"
     export_link(org, out, OPTIONS)

@@ -35,11 +35,6 @@ GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 @pytest.fixture(scope="module")
-def org() -> OrgData:
-    return simulate(7, 120)
-
-
-@pytest.fixture(scope="module")
 def appended(org: OrgData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("append") / "link"
     export_link(org, out, LinkOptions())

@@ -21,11 +21,6 @@ OPTIONS = LinkOptions(incremental=True)
 
 
 @pytest.fixture(scope="module")
-def org() -> OrgData:
-    return simulate(7, 120)
-
-
-@pytest.fixture(scope="module")
 def exported(org: OrgData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("incremental") / "link"
     export_link(org, out, OPTIONS)

@@ -24,11 +24,6 @@ VERSION = ("Id", "versionnumber", "IsDelete")
 
 
 @pytest.fixture(scope="module")
-def org() -> OrgData:
-    return simulate(7, 120)
-
-
-@pytest.fixture(scope="module")
 def folders(org: OrgData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("late") / "incremental"
     export_link(org, out, INCREMENTAL)
